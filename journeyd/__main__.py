@@ -1,0 +1,3 @@
+from journeyd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Per-instance and per-user state, shaped for a million waiting instances.
+
+Both are msgspec structs with `gc=False`: they hold no reference cycles, and keeping a
+million of them out of the cyclic garbage collector saves memory and long GC pauses.
+The journey context is kept msgpack-encoded: it is written once per capture and read only
+when a send or a context condition needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from journeyd.engine.compile import CompiledJourney
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
+
+
+class Instance(msgspec.Struct, gc=False):
+    """One actor: a journey run for one (user, unique identifier value)."""
+
+    journey: CompiledJourney
+    user: str
+    identifier: str  # "" when the journey has no unique identifier
+    id: str
+    anonymous: bool  # the user key came from anonymousId
+    entered_at: float
+    step: int = 0  # index into journey.steps; -1 once ended
+    deadline: float = 0.0  # of the armed timer, 0 when none
+    timer: int = 0  # token of the armed timer (see TimerQueue)
+    resets: int = 0  # reset-branch passes so far
+    context: bytes = b""
+
+    def read_context(self) -> dict[str, Any]:
+        return _decode(self.context) if self.context else {}
+
+
+class UserState(msgspec.Struct, gc=False):
+    """What the engine knows of one profile. `instances` is a tuple so the GC can untrack it."""
+
+    instances: tuple[Instance, ...] = ()
+    traits: dict[str, Any] | None = None
+    once: tuple[str, ...] = ()  # journeys with rule = "once" this user has entered
+
+    def is_empty(self) -> bool:
+        return not self.instances and self.traits is None and not self.once
+
+
+def encode_context(context: dict[str, Any]) -> bytes:
+    return _encode(context)

@@ -1,0 +1,72 @@
+"""One deadline structure for every instance: a heap with lazy deletion.
+
+Cancelling (a reset, an exit) is O(1): the owner's `timer` token changes, and the old heap
+entry is skipped when it surfaces. Stale entries are compacted away once they outnumber the
+live ones, so a flood of resets cannot grow the heap without bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Protocol
+
+
+class TimerOwner(Protocol):
+    timer: int
+
+
+class TimerQueue:
+    __slots__ = ("_heap", "_next_token", "_stale")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, str, int, Any]] = []
+        self._next_token = 1
+        self._stale = 0
+
+    def __len__(self) -> int:
+        """Live timers (the heap may hold stale entries too)."""
+        return len(self._heap) - self._stale
+
+    def arm(self, owner: TimerOwner, deadline: float, key: str) -> None:
+        """Set the owner's single timer, replacing any earlier one.
+
+        `key` orders timers that share a deadline. It must be stable across restarts (an
+        instance id), so a recovered engine fires ties in the same order as the live one.
+        """
+        if owner.timer:
+            self._stale += 1
+        token = self._next_token
+        self._next_token += 1
+        owner.timer = token
+        heapq.heappush(self._heap, (deadline, key, token, owner))
+        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+            self._compact()
+
+    def cancel(self, owner: TimerOwner) -> None:
+        if owner.timer:
+            owner.timer = 0
+            self._stale += 1
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][3].timer != heap[0][2]:
+            heapq.heappop(heap)
+            self._stale -= 1
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> tuple[float, Any] | None:
+        """The earliest live (deadline, owner) due at or before `now`, disarmed; else None.
+
+        Ties break by key, so firing order is deterministic.
+        """
+        deadline = self.next_deadline()
+        if deadline is None or deadline > now:
+            return None
+        owner = heapq.heappop(self._heap)[3]
+        owner.timer = 0
+        return deadline, owner
+
+    def _compact(self) -> None:
+        self._heap = [entry for entry in self._heap if entry[3].timer == entry[2]]
+        heapq.heapify(self._heap)
+        self._stale = 0

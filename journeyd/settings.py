@@ -1,0 +1,114 @@
+"""The daemon config file (`journeyd.toml`) as msgspec structs, with the reference defaults.
+
+Kept apart from the loader (`journeyd.config`) so the engine can import the limits it obeys
+without pulling in file handling.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from journeyd.model import Condition
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class DaemonSettings(_Section, kw_only=True):
+    state_dir: str = "var/lib/journeyd"
+    socket: str = "var/run/journeyd.sock"
+    http: str = "127.0.0.1:8787"
+    write_keys: list[str] = msgspec.field(default_factory=lambda: ["dev-key"])
+    fsync: Literal["always", "batch", "off"] = "batch"
+    journeys_dir: str = "journeys"
+
+
+class Limits(_Section, kw_only=True):
+    """Every limit of the reference product, as a setting with the reference number."""
+
+    events_per_second_per_user: int = 25
+    instances_per_user: int = 25
+    steps_per_journey: int = 50
+    branches_per_step: int = 9
+    random_branches: int = 5
+    exit_rules: int = 10
+    name_chars: int = 73
+    identifier_chars: int = 500
+    reset_passes: int = 100
+    instance_lifetime: str = "365d"
+    context_bytes: int = 32768
+    min_duration: str = "1s"
+
+
+class DeliverySettings(_Section, kw_only=True):
+    workers: int = 32
+    queue: int = 10000
+    timeout: str = "10s"
+    max_attempts: int = 8
+
+
+class _Destination(_Section, tag_field="type", kw_only=True):
+    pass
+
+
+class FileDestination(_Destination, tag="file", kw_only=True):
+    path: str
+
+
+class WebhookDestination(_Destination, tag="webhook", kw_only=True):
+    url: str
+    secret_env: str | None = None
+    headers: dict[str, str] = {}
+
+
+class BrazeDestination(_Destination, tag="braze", kw_only=True):
+    endpoint: str
+    api_key_env: str
+    alias_label: str = "anonymous_id"
+
+
+class CustomerioDestination(_Destination, tag="customerio", kw_only=True):
+    site_id_env: str
+    api_key_env: str
+    region: Literal["us", "eu"] = "us"
+    endpoint: str | None = None
+
+
+class IterableDestination(_Destination, tag="iterable", kw_only=True):
+    api_key_env: str
+    region: Literal["us", "eu"] = "us"
+    identify_by: Literal["userId", "email"] = "userId"
+    endpoint: str | None = None
+
+
+class FunctionDestination(_Destination, tag="function", kw_only=True):
+    function: str
+
+
+Destination = (
+    FileDestination
+    | WebhookDestination
+    | BrazeDestination
+    | CustomerioDestination
+    | IterableDestination
+    | FunctionDestination
+)
+DESTINATION_TYPES = ("file", "webhook", "braze", "customerio", "iterable", "function")
+
+
+class Audience(_Section, kw_only=True):
+    """A named set of trait conditions, evaluated against a profile when a rule asks."""
+
+    all: list[Condition] = []
+    any: list[Condition] = []
+
+
+class Settings(_Section, kw_only=True):
+    daemon: DaemonSettings = DaemonSettings()
+    limits: Limits = Limits()
+    delivery: DeliverySettings = DeliverySettings()
+    destinations: dict[str, Destination] = {}
+    audiences: dict[str, Audience] = {}
