@@ -514,9 +514,8 @@ def _hashable_set(values: Any) -> frozenset[Any] | None:
 
 def _matches_order(tagged: tuple[bool, Any], op: str, bound: Any) -> bool | None:
     is_bool, value = tagged
-    if (
-        is_bool
-        or type(value) is not type(bound)
+    if is_bool or (
+        type(value) is not type(bound)
         and not (isinstance(value, int | float) and isinstance(bound, int | float))
     ):
         return False
