@@ -9,7 +9,7 @@ from pathlib import Path
 from journeyd.decoding import convert
 from journeyd.errors import ConfigError, Problem
 from journeyd.model import Journey
-from journeyd.settings import Settings
+from journeyd.settings import DaemonSettings, Settings
 from journeyd.validate import check_journey, check_settings
 
 
@@ -43,30 +43,17 @@ def load(path: str | Path) -> Config:
     settings, found = convert(raw, Settings)
     problems += [Problem(label, where, what) for where, what in found]
     if settings is None:
+        # The journeys cannot be checked against broken settings, but their own shape can:
+        # report those problems too, so one `check` run shows as much as possible.
+        _shapes_only(config_path, label, _raw_journeys_dir(raw), problems)
         raise ConfigError(problems)
     problems += [Problem(label, where, what) for where, what in check_settings(settings)]
 
     journeys: list[Journey] = []
     journey_files: dict[str, str] = {}
-    journeys_dir = Path(settings.daemon.journeys_dir)
-    if not journeys_dir.is_absolute():
-        journeys_dir = config_path.parent / journeys_dir
-    if not journeys_dir.is_dir():
-        problems.append(
-            Problem(
-                label,
-                "daemon.journeys_dir",
-                f"{settings.daemon.journeys_dir!r} is not a directory (resolved to {journeys_dir})",
-            )
-        )
-        files: list[Path] = []
-    else:
-        files = sorted(journeys_dir.glob("*.toml"))
-    for file in files:
-        file_label = str(Path(settings.daemon.journeys_dir) / file.name)
-        raw_journey = _read_toml(file, file_label, problems)
-        if raw_journey is None:
-            continue
+    for file_label, raw_journey in _journey_files(
+        config_path, label, settings.daemon.journeys_dir, problems
+    ):
         journey, found = convert(raw_journey, Journey)
         problems += [Problem(file_label, where, what) for where, what in found]
         if journey is None:
@@ -79,7 +66,8 @@ def load(path: str | Path) -> Config:
                 Problem(
                     file_label,
                     "id",
-                    f"journey id {journey.id!r} is already used by {journey_files[journey.id]}",
+                    f"journey id {journey.id!r} is already used by {journey_files[journey.id]}; "
+                    "every journey needs its own id",
                 )
             )
             continue
@@ -89,6 +77,55 @@ def load(path: str | Path) -> Config:
         raise ConfigError(problems)
     journeys.sort(key=lambda j: j.id)
     return Config(config_path, settings, tuple(journeys), journey_files)
+
+
+def _raw_journeys_dir(raw: dict[str, object]) -> str | None:
+    """journeys_dir as written (or its default); None when it is not even a string."""
+    daemon = raw.get("daemon", {})
+    value = (
+        daemon.get("journeys_dir", DaemonSettings().journeys_dir)
+        if isinstance(daemon, dict)
+        else None
+    )
+    return value if isinstance(value, str) else None
+
+
+def _shapes_only(
+    config_path: Path, label: str, journeys_dir: str | None, problems: list[Problem]
+) -> None:
+    if journeys_dir is None:
+        return  # its own shape problem is already reported
+    for file_label, raw_journey in _journey_files(config_path, label, journeys_dir, problems):
+        _, found = convert(raw_journey, Journey)
+        problems += [Problem(file_label, where, what) for where, what in found]
+
+
+def _journey_files(
+    config_path: Path, label: str, journeys_dir: str, problems: list[Problem]
+) -> list[tuple[str, dict[str, object]]]:
+    """(label, raw table) of every readable *.toml in journeys_dir, relative to the config."""
+    if not journeys_dir:
+        return []  # check_settings reports the empty value
+    directory = Path(journeys_dir).expanduser()
+    if not directory.is_absolute():
+        directory = config_path.parent / directory
+    if not directory.is_dir():
+        problems.append(
+            Problem(
+                label,
+                "daemon.journeys_dir",
+                f"{journeys_dir!r} is not a directory (resolved to {directory}, relative to "
+                "the config file); create it or point journeys_dir at your journeys",
+            )
+        )
+        return []
+    found = []
+    for file in sorted(directory.glob("*.toml")):
+        file_label = str(Path(journeys_dir) / file.name)
+        raw_journey = _read_toml(file, file_label, problems)
+        if raw_journey is not None:
+            found.append((file_label, raw_journey))
+    return found
 
 
 def _read_toml(path: Path, label: str, problems: list[Problem]) -> dict[str, object] | None:

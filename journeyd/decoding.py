@@ -7,6 +7,7 @@ leaves to msgspec, turning each failure into a `(path, message)` in our own word
 
 from __future__ import annotations
 
+import datetime
 import re
 import types
 import typing
@@ -23,6 +24,9 @@ _KIND_NAMES = {
     int: "an integer",
     float: "a number",
     bool: "a boolean",
+    datetime.datetime: "a date-time",
+    datetime.date: "a date",
+    datetime.time: "a time",
 }
 
 
@@ -71,13 +75,20 @@ def _walk(raw: Any, target: Any, path: str, out: list[tuple[str, str]]) -> None:
             _walk(value, item, join(path, key), out)
         return
     if origin in (typing.Union, types.UnionType):
+        arms = [t for t in get_args(target) if t is not type(None)]
         tagged = [
             t
-            for t in get_args(target)
+            for t in arms
             if isinstance(t, type) and issubclass(t, msgspec.Struct) and t.__struct_config__.tag
         ]
         if tagged:
             _walk_tagged(raw, tagged, path, out)
+            return
+        if len(arms) == 1 and len(arms) < len(get_args(target)):
+            # `X | None`: TOML has no null, so a present key must be an X. Walk X itself so
+            # an optional table (e.g. [exit_send]) gets the same messages as a required one.
+            if raw is not None:
+                _walk(raw, arms[0], path, out)
             return
     _leaf(raw, target, path, out)
 
@@ -91,9 +102,9 @@ def _walk_struct(
     fields = msgspec.structs.fields(cls)
     known = {f.encode_name: f for f in fields}
     tag_field = cls.__struct_config__.tag_field
+    expected = ", ".join(sorted([*known, tag_field] if tag_field else known))
     for key in raw:
         if key not in known and key != tag_field:
-            expected = ", ".join(sorted(known))
             out.append((join(path, key), f"unknown key (expected one of: {expected})"))
     for field in fields:
         if field.encode_name in raw:
@@ -115,6 +126,10 @@ def _walk_tagged(
     tag = raw.get(tag_field)
     if tag is None:
         out.append((join(path, tag_field), f"required (one of: {expected})"))
+    elif not isinstance(tag, str):
+        out.append(
+            (join(path, tag_field), f"expected a string (one of: {expected}), got {describe(tag)}")
+        )
     elif tag not in by_tag:
         out.append(
             (join(path, tag_field), f"unknown {tag_field} {tag!r} (expected one of: {expected})")
@@ -138,7 +153,9 @@ _TYPE_WORDS = {
     "bool": "a boolean",
     "object": "a table",
     "array": "an array",
-    "null": "nothing",
+    "date": "a date",
+    "datetime": "a date-time",
+    "time": "a time",
 }
 _AT = re.compile(r" - at `\$(?P<sub>[^`]*)`$")
 
@@ -158,7 +175,9 @@ def _from_msgspec(message: str, path: str, raw: Any, target: Any = None) -> tupl
         return path, "must not be empty"
     expected = _EXPECTED.match(message)
     if expected:
-        want = " or ".join(_TYPE_WORDS.get(w, w) for w in expected["want"].split(" | "))
+        # TOML has no null, so "or null" would only confuse: an optional key is left out.
+        wants = [w for w in expected["want"].split(" | ") if w != "null"] or ["null"]
+        want = " or ".join(_TYPE_WORDS.get(w, w) for w in wants)
         got = _TYPE_WORDS.get(expected["got"], expected["got"])
         return path, f"expected {want}, got {got}"
     message = message.replace("`", "")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw])")
-_WHOLE = re.compile(r"(?:\d+[smhdw])+")
+_PART = re.compile(r"([0-9]+)([smhdw])")
+_WHOLE = re.compile(r"(?:[0-9]+[smhdw])+")
 
 
 def parse_duration(text: str) -> int:
@@ -25,6 +25,8 @@ def format_duration(seconds: float) -> str:
     whole = int(seconds)
     if whole == 0:
         return "0s"
+    if whole < 0:
+        return "-" + format_duration(-whole)
     parts = []
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, whole = divmod(whole, size)

@@ -6,6 +6,8 @@ exactly the same things.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from journeyd.errors import BadInput
@@ -45,9 +47,12 @@ def check_event(event: Event) -> None:
         value = getattr(event, name)
         if value is not None:
             try:
-                parse_timestamp(value)
-            except ValueError as exc:
-                raise BadInput(f"{name}: {exc}") from None
+                datetime.fromisoformat(value)
+            except ValueError:
+                try:
+                    parse_timestamp(value)  # for its message
+                except ValueError as exc:
+                    raise BadInput(f"{name}: {exc}") from None
 
 
 def _reword(message: str) -> str:

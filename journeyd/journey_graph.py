@@ -26,9 +26,9 @@ def edges(step: Step) -> Iterator[tuple[str, str]]:
             if step.on_timeout:
                 yield "on_timeout", step.on_timeout
         case DataSplit():
-            for branch in step.branches:
-                if branch.next:
-                    yield f"branches[{branch.name}]", branch.next
+            for sbranch in step.branches:
+                if sbranch.next:
+                    yield f"branches[{sbranch.name}]", sbranch.next
             if step.else_:
                 yield "else", step.else_
         case RandomSplit():

@@ -26,6 +26,18 @@ class DaemonSettings(_Section, kw_only=True):
     journeys_dir: str = "journeys"
 
 
+class IngestSettings(_Section, kw_only=True):
+    """How events come in: queue bound, size limits (Segment's), de-duplication window."""
+
+    queue: int = 10000  # events waiting for the engine; full -> HTTP 503 / slower socket acks
+    max_event_bytes: int = 32768
+    max_batch_bytes: int = 512000
+    max_batch_events: int = 2500
+    dedup_window: str = "24h"  # a repeated messageId within this window is acked, not re-run
+    dedup_max_ids: int = 1000000  # memory bound on the window (about 100 bytes per id)
+    retry_after_s: int = 1  # what a saturated HTTP listener tells clients to wait
+
+
 class Limits(_Section, kw_only=True):
     """Every limit of the reference product, as a setting with the reference number."""
 
@@ -108,6 +120,7 @@ class Audience(_Section, kw_only=True):
 
 class Settings(_Section, kw_only=True):
     daemon: DaemonSettings = DaemonSettings()
+    ingest: IngestSettings = IngestSettings()
     limits: Limits = Limits()
     delivery: DeliverySettings = DeliverySettings()
     destinations: dict[str, Destination] = {}

@@ -31,6 +31,7 @@ from journeyd.model import (
 from journeyd.settings import FunctionDestination, Settings, WebhookDestination
 
 Found = list[tuple[str, str]]
+EXIT_SEND_STEP = "exit"  # the step id deliveries of [exit_send] carry
 RESERVED_PROPERTIES = frozenset({"journey_context", "journey_metadata"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FUNCTION_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -88,6 +89,16 @@ def check_settings(settings: Settings) -> Found:
             found.append((f"limits.{name}", "must be at least 1"))
     _duration(settings.limits.instance_lifetime, "limits.instance_lifetime", found)
     _duration(settings.limits.min_duration, "limits.min_duration", found)
+    floor = _seconds(settings.limits.min_duration)
+    lifetime = _seconds(settings.limits.instance_lifetime)
+    if floor is not None and lifetime is not None and floor > lifetime:
+        found.append(
+            (
+                "limits.min_duration",
+                f"{settings.limits.min_duration!r} is longer than limits.instance_lifetime "
+                f"({settings.limits.instance_lifetime!r}), so no delay or hold could be valid",
+            )
+        )
 
     delivery = settings.delivery
     for name in ("workers", "queue", "max_attempts"):
@@ -100,16 +111,27 @@ def check_settings(settings: Settings) -> Found:
         for field in ("api_key_env", "site_id_env", "secret_env"):
             value = getattr(dest, field, None)
             if value is not None and not _ENV_NAME.fullmatch(value):
-                found.append((f"{path}.{field}", f"{value!r} is not an environment variable name"))
+                found.append(
+                    (
+                        f"{path}.{field}",
+                        f"{value!r} is not an environment variable name (use letters, digits "
+                        'and _, not starting with a digit, e.g. "BRAZE_API_KEY")',
+                    )
+                )
         if isinstance(dest, WebhookDestination) and not dest.url.startswith(
             ("http://", "https://")
         ):
-            found.append((f"{path}.url", "must start with http:// or https://"))
+            found.append((f"{path}.url", f"{dest.url!r} must start with http:// or https://"))
         if isinstance(dest, FunctionDestination) and not _FUNCTION_REF.fullmatch(dest.function):
-            found.append((f"{path}.function", 'use "package.module:function"'))
+            found.append(
+                (
+                    f"{path}.function",
+                    f'{dest.function!r} is not a function reference: use "package.module:function"',
+                )
+            )
         endpoint = getattr(dest, "endpoint", None)
         if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-            found.append((f"{path}.endpoint", "must start with http:// or https://"))
+            found.append((f"{path}.endpoint", f"{endpoint!r} must start with http:// or https://"))
         file_path = getattr(dest, "path", None)
         if file_path == "":
             found.append((f"{path}.path", "must not be empty"))
@@ -164,7 +186,11 @@ def check_journey(journey: Journey, settings: Settings) -> Found:
 
     if len(journey.exit) > limits.exit_rules:
         found.append(
-            ("exit", f"at most {limits.exit_rules} exit rules (found {len(journey.exit)})")
+            (
+                "exit",
+                f"at most {limits.exit_rules} exit rules (found {len(journey.exit)}; "
+                "limits.exit_rules sets the limit)",
+            )
         )
     wants_exit_send = False
     for index, rule in enumerate(journey.exit):
@@ -191,7 +217,13 @@ def check_journey(journey: Journey, settings: Settings) -> Found:
         found.append(("steps", "a journey needs at least one step"))
         return found
     if len(steps) > limits.steps_per_journey:
-        found.append(("steps", f"at most {limits.steps_per_journey} steps (found {len(steps)})"))
+        found.append(
+            (
+                "steps",
+                f"at most {limits.steps_per_journey} steps (found {len(steps)}; "
+                "limits.steps_per_journey sets the limit)",
+            )
+        )
     step_ids: dict[str, int] = {}
     for index, step in enumerate(steps):
         if step.id in step_ids:
@@ -203,6 +235,13 @@ def check_journey(journey: Journey, settings: Settings) -> Found:
             )
         else:
             step_ids[step.id] = index
+        if step.id == EXIT_SEND_STEP:
+            found.append(
+                (
+                    f"steps[{index}].id",
+                    f"{EXIT_SEND_STEP!r} is reserved for the exit send; choose another step id",
+                )
+            )
         _name(step.id, f"steps[{index}].id", limits.name_chars, found)
         if step.name is not None:
             _name(step.name, f"steps[{index}].name", limits.name_chars, found)
@@ -211,9 +250,12 @@ def check_journey(journey: Journey, settings: Settings) -> Found:
     for index, step in enumerate(steps):
         path = f"steps[{index}]"
         _step(step, path, settings, floor, lifetime, branch_names, found)
-        for label, target in edges(step):
-            if target not in step_ids:
-                where = _edge_path(path, step, label)
+        for where, target in _exits(step, path):
+            if target == "":
+                found.append(
+                    (where, "must not be empty: name a step id, or leave the key out to end here")
+                )
+            elif target not in step_ids:
                 found.append((where, _unknown("step", target, set(step_ids))))
         if isinstance(step, Send) and step.destination not in destinations:
             found.append(
@@ -286,7 +328,7 @@ def _step(
     match step:
         case HoldUntil():
             _bounded_duration(step.max_duration, f"{path}.max_duration", floor, lifetime, found)
-            _branch_count(step.branches, limits.branches_per_step, path, found)
+            _branch_count(step.branches, limits.branches_per_step, "branches_per_step", path, found)
             for b_index, branch in enumerate(step.branches):
                 bpath = f"{path}.branches[{b_index}]"
                 _branch_name(branch.name, bpath, limits.name_chars, branch_names, found)
@@ -295,7 +337,7 @@ def _step(
         case Delay():
             _bounded_duration(step.duration, f"{path}.duration", floor, lifetime, found)
         case DataSplit():
-            _branch_count(step.branches, limits.branches_per_step, path, found)
+            _branch_count(step.branches, limits.branches_per_step, "branches_per_step", path, found)
             for b_index, sbranch in enumerate(step.branches):
                 bpath = f"{path}.branches[{b_index}]"
                 _branch_name(sbranch.name, bpath, limits.name_chars, branch_names, found)
@@ -309,7 +351,7 @@ def _step(
                 for c_index, cond in enumerate(sbranch.when):
                     _check_condition(cond, f"{bpath}.when[{c_index}]", found)
         case RandomSplit():
-            _branch_count(step.branches, limits.random_branches, path, found)
+            _branch_count(step.branches, limits.random_branches, "random_branches", path, found)
             total = 0
             for b_index, rbranch in enumerate(step.branches):
                 bpath = f"{path}.branches[{b_index}]"
@@ -325,11 +367,19 @@ def _step(
             _traits(step.traits, f"{path}.traits", found)
 
 
-def _branch_count(branches: Sequence[Any], limit: int, path: str, found: Found) -> None:
+def _branch_count(
+    branches: Sequence[Any], limit: int, setting: str, path: str, found: Found
+) -> None:
     if not branches:
         found.append((f"{path}.branches", "needs at least one branch"))
     elif len(branches) > limit:
-        found.append((f"{path}.branches", f"at most {limit} branches (found {len(branches)})"))
+        found.append(
+            (
+                f"{path}.branches",
+                f"at most {limit} branches (found {len(branches)}; "
+                f"limits.{setting} sets the limit)",
+            )
+        )
 
 
 def _branch_name(name: str, path: str, limit: int, seen: dict[str, str], found: Found) -> None:
@@ -342,7 +392,7 @@ def _branch_name(name: str, path: str, limit: int, seen: dict[str, str], found: 
 
 def _name(value: str, path: str, limit: int, found: Found) -> None:
     if len(value) > limit:
-        found.append((path, f"at most {limit} characters (found {len(value)})"))
+        found.append((path, f"at most {limit} characters (found {len(value)}; limits.name_chars)"))
 
 
 def _traits(traits: list[str], path: str, found: Found) -> None:
@@ -353,12 +403,15 @@ def _traits(traits: list[str], path: str, found: Found) -> None:
             found.append((f"{path}[{index}]", f"{trait!r} is reserved for the payload itself"))
 
 
-def _edge_path(path: str, step: Any, label: str) -> str:
-    if label.startswith("branches["):
-        name = label[len("branches[") : -1]
-        index = next(i for i, b in enumerate(step.branches) if b.name == name)
-        return f"{path}.branches[{index}].next"
-    return f"{path}.{label}"
+def _exits(step: Any, path: str) -> list[tuple[str, str]]:
+    """(path of the key, step id it names) for every `next`, `on_timeout` and `else`."""
+    named: list[tuple[str, str | None]] = [
+        (f"{path}.branches[{index}].next", branch.next)
+        for index, branch in enumerate(getattr(step, "branches", ()))
+    ]
+    for key, attr in (("next", "next"), ("on_timeout", "on_timeout"), ("else", "else_")):
+        named.append((f"{path}.{key}", getattr(step, attr, None)))
+    return [(where, target) for where, target in named if target is not None]
 
 
 def _unknown(kind: str, name: str, known: set[str]) -> str:
@@ -520,12 +573,14 @@ def _matches_order(tagged: tuple[bool, Any], op: str, bound: Any) -> bool | None
     ):
         return False
     try:
-        return {
-            "gt": value > bound,
-            "gte": value >= bound,
-            "lt": value < bound,
-            "lte": value <= bound,
-        }[op]
+        return bool(
+            {
+                "gt": value > bound,
+                "gte": value >= bound,
+                "lt": value < bound,
+                "lte": value <= bound,
+            }[op]
+        )
     except TypeError:
         return None
 

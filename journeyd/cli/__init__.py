@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from journeyd import __version__
-from journeyd.cli import check, preview, run, simulate
+from journeyd.cli import check, preview, run, send, simulate
 
-COMMANDS: tuple[ModuleType, ...] = (run, check, simulate, preview)
+COMMANDS: tuple[ModuleType, ...] = (run, check, send, simulate, preview)
 
 
 def build_parser() -> argparse.ArgumentParser:

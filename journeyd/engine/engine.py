@@ -7,7 +7,9 @@ replay of the same events produce the same effects.
 
 Per event, the order is fixed: due timers first, then the per-user rate limit, then exit
 rules, then waiting hold steps, then entries. An event that exits an instance can therefore
-start a fresh one in the same journey, and an entry never feeds the hold it just started.
+start a fresh one in the same journey (the exit rule ended the old run); an event taken by a
+running instance's hold branch never also starts a second instance for the same identifier,
+even when that branch ended the instance; and an entry never feeds the hold it just started.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from journeyd.engine.compile import (
     ExitRuleC,
     HoldBranchRule,
 )
-from journeyd.engine.conditions import all_match, identifier_value
+from journeyd.engine.conditions import all_match, identifier_value, lookup
 from journeyd.engine.effects import (
     AnyEffect,
     Completed,
@@ -42,14 +44,22 @@ from journeyd.engine.effects import (
 )
 from journeyd.engine.ids import bucket, instance_id, message_id
 from journeyd.engine.payload import build_payload
-from journeyd.engine.state import Instance, UserState, encode_context
+from journeyd.engine.state import (
+    Instance,
+    UserState,
+    context_size,
+    encode_properties,
+    with_entry,
+)
 from journeyd.engine.timers import TimerQueue
 from journeyd.journey_graph import alias
 from journeyd.model import Event, Journey
 from journeyd.settings import Settings
 
 _NO_PROPERTIES: Mapping[str, Any] = {}
+_NOTHING_TAKEN: set[tuple[str, str]] = set()  # shared empty default: never mutated
 TRUNCATED_MARKER = "journeyd_truncated"
+EXPIRY_GRACE_S = 0.001
 
 
 class Engine:
@@ -139,14 +149,15 @@ class Engine:
             return out
         props = event.properties if event.properties is not None else _NO_PROPERTIES
         state = self.users.get(user)
+        taken: set[tuple[str, str]] = _NOTHING_TAKEN
         if state is not None and state.instances and name in self._watched:
-            self._to_instances(state, name, props, now, out)
+            taken = self._to_instances(state, name, props, now, out)
         entries = self._entries.get(name)
         if entries is not None:
             anonymous = not event.userId
             entry_id = event.messageId or ""
             for journey in entries:
-                self._enter(journey, user, anonymous, props, entry_id, now, out, event)
+                self._enter(journey, user, anonymous, props, entry_id, now, out, event, taken)
         return out
 
     def fire_due(self, now: float) -> list[AnyEffect]:
@@ -194,14 +205,19 @@ class Engine:
         props: Mapping[str, Any],
         now: float,
         out: list[AnyEffect],
-    ) -> None:
+    ) -> set[tuple[str, str]]:
+        """Apply exits and hold branches; return the (journey, identifier) keys whose running
+        instance took the event in a hold branch: the same event must not enter them anew."""
+        taken: set[tuple[str, str]] = _NOTHING_TAKEN
+        identifiers: dict[Any, str | None] = {}  # each identifier path read once per event
         for inst in state.instances:
             if inst.step < 0:
                 continue
             journey = inst.journey
+            path = journey.identifier_path
             rules = journey.exits.get(name)
             if rules is not None:
-                rule = self._exit_rule(inst, rules, props)
+                rule = self._exit_rule(inst, rules, props, identifiers)
                 if rule is not None:
                     self._exit(inst, rule, name, props, now, out)
                     continue
@@ -211,23 +227,30 @@ class Engine:
             branches = step.by_event.get(name)
             if branches is None:
                 continue
-            if (
-                journey.identifier_path is not None
-                and identifier_value(journey.identifier_of(props)) != inst.identifier
-            ):
+            if path is not None and _identifier(props, path, identifiers) != inst.identifier:
                 continue
             for branch in branches:
                 if all_match(branch.filters, props):
+                    if taken is _NOTHING_TAKEN:
+                        taken = set()
+                    taken.add((journey.id, inst.identifier))
                     self._take_hold_branch(inst, step, branch, props, now, out)
                     break
+        return taken
 
     def _exit_rule(
-        self, inst: Instance, rules: tuple[ExitRuleC, ...], props: Mapping[str, Any]
+        self,
+        inst: Instance,
+        rules: tuple[ExitRuleC, ...],
+        props: Mapping[str, Any],
+        identifiers: dict[Any, str | None],
     ) -> ExitRuleC | None:
+        path = inst.journey.identifier_path
         for rule in rules:
             if (
                 rule.match_identifier
-                and identifier_value(inst.journey.identifier_of(props)) != inst.identifier
+                and path is not None
+                and _identifier(props, path, identifiers) != inst.identifier
             ):
                 continue
             if all_match(rule.filters, props):
@@ -244,6 +267,7 @@ class Engine:
         now: float,
         out: list[AnyEffect],
         event: Event,
+        taken: set[tuple[str, str]],
     ) -> None:
         if journey.entry_filters and not all_match(journey.entry_filters, props):
             return
@@ -260,6 +284,8 @@ class Engine:
                 self._drop(out, now, user, "identifier_too_long", event, journey.id)
                 return
             identifier = value
+        if taken and (journey.id, identifier) in taken:
+            return  # a running instance took this event; it does not start a second one
         if state is not None:
             for inst in state.instances:
                 if inst.journey.id == journey.id and inst.identifier == identifier:
@@ -408,7 +434,7 @@ class Engine:
             deadline, inst = due
             step = inst.journey.steps[inst.step]
             inst.deadline = 0.0
-            if deadline >= inst.entered_at + self._lifetime:
+            if deadline > inst.entered_at + self._lifetime:
                 self._end(inst)
                 self.counters["expired"] += 1
                 out.append(
@@ -467,7 +493,10 @@ class Engine:
     # --- state helpers -------------------------------------------------------------------
 
     def _arm(self, inst: Instance, deadline: float) -> None:
-        deadline = min(deadline, inst.entered_at + self._lifetime)
+        expiry = inst.entered_at + self._lifetime
+        if deadline > expiry:
+            # Expire just past the lifetime, so a step due exactly at its end still runs.
+            deadline = expiry + EXPIRY_GRACE_S
         inst.deadline = deadline
         self.timers.arm(inst, deadline, inst.id)
 
@@ -481,19 +510,19 @@ class Engine:
     ) -> None:
         """Store an event's properties in context; past the size cap, store a marker.
 
-        At the cap the newest capture is replaced by `{"journeyd_truncated": true,
-        "bytes": N}` (N = its encoded size) and a `drop` effect with reason `context_cap`
-        is emitted; what was captured before stays, and the instance carries on.
+        The size counted is each key plus its msgpack-encoded properties. At the cap the
+        newest capture is replaced by `{"journeyd_truncated": true, "bytes": N}` (N = its
+        encoded size) and a `drop` effect with reason `context_cap` is emitted; what was
+        captured before stays (a capture that replaces an earlier one under the same key
+        keeps the earlier one when even the marker does not fit), and the instance carries on.
         """
-        context = inst.read_context()
-        context[key] = props
-        data = encode_context(context)
-        if len(data) > self._context_bytes:
-            context[key] = {TRUNCATED_MARKER: True, "bytes": len(encode_context(dict(props)))}
-            data = encode_context(context)
-            if len(data) > self._context_bytes:
-                del context[key]
-                data = encode_context(context)
+        encoded = encode_properties(props)
+        context = with_entry(inst.context, key, encoded)
+        if context_size(context) > self._context_bytes:
+            marker = encode_properties({TRUNCATED_MARKER: True, "bytes": len(encoded)})
+            context = with_entry(inst.context, key, marker)
+            if context_size(context) > self._context_bytes:
+                context = inst.context
             self.counters["drop.context_cap"] += 1
             out.append(
                 Dropped(
@@ -506,7 +535,7 @@ class Engine:
                     step=inst.journey.steps[inst.step].id,
                 )
             )
-        inst.context = data
+        inst.context = context
 
     def _deliver(
         self,
@@ -584,3 +613,11 @@ class Engine:
                 message_id=event.messageId,
             )
         )
+
+
+def _identifier(props: Mapping[str, Any], path: Any, seen: dict[Any, str | None]) -> str | None:
+    try:
+        return seen[path]
+    except KeyError:
+        value = seen[path] = identifier_value(lookup(props, path))
+        return value

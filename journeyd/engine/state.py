@@ -2,8 +2,10 @@
 
 Both are msgspec structs with `gc=False`: they hold no reference cycles, and keeping a
 million of them out of the cyclic garbage collector saves memory and long GC pauses.
-The journey context is kept msgpack-encoded: it is written once per capture and read only
-when a send or a context condition needs it.
+The journey context is kept as a flat tuple `(key, msgpack bytes, key, msgpack bytes, ...)`:
+a capture encodes only the new event's properties, the keys are the compiled journey's own
+strings (shared, not copied per instance), and it is decoded only when a send or a context
+condition reads it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import msgspec
 from journeyd.engine.compile import CompiledJourney
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(dict[str, Any]).decode
+_decode = msgspec.msgpack.Decoder().decode
 
 
 class Instance(msgspec.Struct, gc=False):
@@ -31,10 +33,11 @@ class Instance(msgspec.Struct, gc=False):
     deadline: float = 0.0  # of the armed timer, 0 when none
     timer: int = 0  # token of the armed timer (see TimerQueue)
     resets: int = 0  # reset-branch passes so far
-    context: bytes = b""
+    context: tuple[Any, ...] = ()
 
     def read_context(self) -> dict[str, Any]:
-        return _decode(self.context) if self.context else {}
+        ctx = self.context
+        return {ctx[i]: _decode(ctx[i + 1]) for i in range(0, len(ctx), 2)}
 
 
 class UserState(msgspec.Struct, gc=False):
@@ -48,5 +51,18 @@ class UserState(msgspec.Struct, gc=False):
         return not self.instances and self.traits is None and not self.once
 
 
-def encode_context(context: dict[str, Any]) -> bytes:
-    return _encode(context)
+def encode_properties(properties: Any) -> bytes:
+    return _encode(properties)
+
+
+def with_entry(context: tuple[Any, ...], key: str, encoded: bytes) -> tuple[Any, ...]:
+    """The context with `key` set to `encoded`, replacing an earlier capture under `key`."""
+    for i in range(0, len(context), 2):
+        if context[i] == key:
+            return (*context[:i], key, encoded, *context[i + 2 :])
+    return (*context, key, encoded)
+
+
+def context_size(context: tuple[Any, ...]) -> int:
+    """Bytes counted against limits.context_bytes: each key plus its encoded properties."""
+    return sum(len(context[i].encode()) + len(context[i + 1]) for i in range(0, len(context), 2))

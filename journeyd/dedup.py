@@ -1,0 +1,49 @@
+"""A bounded window of recently seen messageIds, so SDK retries are not run twice.
+
+Keys are stored as 64-bit blake2b digests (stable across processes, so the window can be
+snapshotted) with their expiry; insertion order is time order, so eviction pops the front.
+Past `max_ids` the oldest ids are forgotten early: memory stays bounded at the cost of a
+shorter effective window under extreme rates (reported by `evicted_early`).
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+
+class DedupWindow:
+    __slots__ = ("_expiry", "_max_ids", "_window_s", "evicted_early")
+
+    def __init__(self, window_s: float, max_ids: int) -> None:
+        self._window_s = window_s
+        self._max_ids = max_ids
+        self._expiry: dict[int, float] = {}
+        self.evicted_early = 0
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def seen(self, scope: str, message_id: str, now: float) -> bool:
+        """True if (scope, messageId) was seen within the window; else remember it."""
+        key = int.from_bytes(
+            blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest(), "big"
+        )
+        expiry = self._expiry.get(key)
+        if expiry is not None and expiry > now:
+            return True
+        self._evict(now)
+        self._expiry.pop(key, None)  # re-insert at the end: keeps time order
+        self._expiry[key] = now + self._window_s
+        return False
+
+    def _evict(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry:
+            first = next(iter(expiry))
+            if expiry[first] <= now:
+                del expiry[first]
+            elif len(expiry) >= self._max_ids:
+                del expiry[first]
+                self.evicted_early += 1
+            else:
+                break

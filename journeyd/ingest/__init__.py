@@ -1,0 +1,2 @@
+"""How events reach the engine: the Unix socket, the Segment-compatible HTTP API, and the
+bounded queue both feed."""

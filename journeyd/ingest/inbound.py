@@ -1,0 +1,81 @@
+"""The bounded queue between the listeners and the engine loop, and how acks come back.
+
+A listener stamps each event, then `put`s (socket: waits while full, so acks slow down) or
+`offer`s a whole batch (HTTP: all or nothing, so a full queue becomes a 503). Every item
+carries a `Ticket` that the engine loop calls back once the event is accepted; that is the
+only moment a client may be told `ok`. When the write-ahead log lands, the loop appends
+and syncs between dequeue and accept, and nothing here changes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import NamedTuple, Protocol
+
+import trio
+
+from journeyd.model import Event, format_timestamp, parse_timestamp
+
+
+class Ticket(Protocol):
+    def accepted(self, index: int, message_id: str) -> None: ...
+
+    def rejected(self, index: int, error: str) -> None: ...
+
+
+class Item(NamedTuple):
+    event: Event
+    received: float  # epoch seconds: the engine's `now` for this event
+    scope: str  # de-duplication scope (the HTTP write key; "" for the socket)
+    ticket: Ticket
+    index: int
+
+
+class Inbound:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._send, self.receive = trio.open_memory_channel[Item](capacity)
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self._send.statistics().current_buffer_used
+
+    async def put(self, item: Item) -> None:
+        await self._send.send(item)
+
+    def offer(self, items: list[Item]) -> bool:
+        """Queue all items or none (True when queued). No await between check and send."""
+        if len(items) > self.free:
+            return False
+        for item in items:
+            self._send.send_nowait(item)
+        return True
+
+    def close(self) -> None:
+        self._send.close()
+
+
+def stamp(event: Event, received: float, sent_at: str | None = None) -> Event:
+    """Fill in receivedAt and a messageId, and correct the client's clock skew.
+
+    With `sentAt` (the event's own or the batch's), the client's clock offset is
+    `sentAt - timestamp`, so timestamp = receivedAt - (sentAt - timestamp); the original
+    is kept in `originalTimestamp`. Without a timestamp, the event happened on arrival.
+    """
+    event.receivedAt = format_timestamp(received)
+    if not event.messageId:
+        event.messageId = str(uuid.uuid4())
+    sent = event.sentAt or sent_at
+    if event.timestamp is None:
+        event.timestamp = event.receivedAt
+    elif sent is not None:
+        original = event.timestamp
+        corrected = received - (parse_timestamp(sent) - parse_timestamp(original))
+        event.originalTimestamp = event.originalTimestamp or original
+        event.timestamp = format_timestamp(corrected)
+    return event
+
+
+def now() -> float:
+    return time.time()
