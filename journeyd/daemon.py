@@ -24,7 +24,7 @@ import trio
 from journeyd import __version__, log
 from journeyd.config import Config, load
 from journeyd.dedup import DedupWindow
-from journeyd.delivery import DeliveryPool
+from journeyd.delivery import DeliveryPool, DestinationConfigError
 from journeyd.durations import parse_duration
 from journeyd.engine import Delivery, Dropped, Engine
 from journeyd.errors import ConfigError, JourneydError
@@ -45,7 +45,7 @@ class Daemon:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
         settings = config.settings
-        self.notifier = notifier or Notifier.from_environ()
+        self.notifier = notifier or Notifier()
         self.engine = Engine(config.journeys, settings)
         self.inbound = Inbound(settings.ingest.queue)
         self.dedup = DedupWindow(
@@ -116,17 +116,25 @@ class Daemon:
         return 0
 
     def _bind(self) -> dict[str, stdlib_socket.socket]:
-        """Sockets handed over by systemd win; otherwise bind what the config asks for."""
+        """Sockets handed over by systemd, or else those the config asks for.
+
+        When systemd activated us, only its sockets are served: a masked socket unit then
+        really turns that listener off, and the socket file it owns is never touched.
+        """
         daemon = self.config.settings.daemon
         inherited = listen_fds()
-        sockets: dict[str, stdlib_socket.socket] = {}
-        for name, family in (("unix", stdlib_socket.AF_UNIX), ("http", None)):
-            for sock in inherited.get(name, []):
-                if family is None or sock.family == family:
-                    sockets[name] = sock
-        if "unix" not in sockets and daemon.socket:
+        if inherited:
+            sockets = {
+                name: found[0] for name in ("unix", "http") if (found := inherited.get(name))
+            }
+            unknown = sorted(set(inherited) - {"unix", "http"})
+            if unknown:
+                _log.warning("systemd.unknown_sockets", names=unknown, expected=["unix", "http"])
+            return sockets
+        sockets = {}
+        if daemon.socket:
             sockets["unix"] = bind_unix(self.config.resolve(daemon.socket))
-        if "http" not in sockets and daemon.http:
+        if daemon.http:
             host, port = parse_listen_address(daemon.http)
             family = stdlib_socket.AF_INET6 if ":" in host else stdlib_socket.AF_INET
             sock = stdlib_socket.socket(family, stdlib_socket.SOCK_STREAM)
@@ -217,8 +225,13 @@ class Daemon:
         for field in ("state_dir", "socket", "http", "fsync"):
             if getattr(old.daemon, field) != getattr(new.daemon, field):
                 _log.warning("config.needs_restart", setting=f"daemon.{field}")
+        try:
+            self.pool.reconfigure(new.destinations)  # first: it is the step that can fail
+        except DestinationConfigError as exc:
+            _log.error("config.reload_rejected", problem=str(exc), kept="running config")
+            self.notifier.ready(self._status_text())
+            return
         self.engine.load(config.journeys, new)
-        self.pool.reconfigure(new.destinations)
         self.http_app.reconfigure(new.daemon.write_keys, new.ingest)
         self.config = config
         _log.info(
@@ -253,6 +266,7 @@ class Daemon:
                         effects = engine.handle(event, now)
                     except Exception:
                         _log.exception("engine.failed", message_id=message_id)
+                        self.dedup.forget(scope, message_id)  # a retry must run, not be skipped
                         ticket.rejected(index, "internal error; the event was not applied")
                         continue
                     self.counts["events"] += 1
@@ -293,7 +307,7 @@ class Daemon:
                         reason=effect.reason,
                         user=effect.user,
                         journey=effect.journey,
-                        event=effect.event,
+                        event_name=effect.event,
                         suppressed_since_last=suppressed,
                     )
 

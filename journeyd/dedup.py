@@ -25,9 +25,7 @@ class DedupWindow:
 
     def seen(self, scope: str, message_id: str, now: float) -> bool:
         """True if (scope, messageId) was seen within the window; else remember it."""
-        key = int.from_bytes(
-            blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest(), "big"
-        )
+        key = self._key(scope, message_id)
         expiry = self._expiry.get(key)
         if expiry is not None and expiry > now:
             return True
@@ -35,6 +33,16 @@ class DedupWindow:
         self._expiry.pop(key, None)  # re-insert at the end: keeps time order
         self._expiry[key] = now + self._window_s
         return False
+
+    def forget(self, scope: str, message_id: str) -> None:
+        """Undo `seen` for an event that was not applied after all, so a retry runs."""
+        self._expiry.pop(self._key(scope, message_id), None)
+
+    @staticmethod
+    def _key(scope: str, message_id: str) -> int:
+        return int.from_bytes(
+            blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest(), "big"
+        )
 
     def _evict(self, now: float) -> None:
         expiry = self._expiry

@@ -35,10 +35,11 @@ def check_event(event: Event) -> None:
             f"type: unknown type {event.type!r} (expected one of: {', '.join(EVENT_TYPES)})"
         )
     if event.type == "alias":
-        if not event.userId or not event.previousId:
-            raise BadInput("alias needs userId and previousId")
+        for name in ("userId", "previousId"):
+            if not getattr(event, name):
+                raise BadInput(f"{name}: required for an alias call (with userId and previousId)")
     elif not (event.userId or event.anonymousId):
-        raise BadInput("userId or anonymousId: required (at least one, not empty)")
+        raise BadInput("userId: required, or anonymousId (at least one, not empty)")
     if event.type == "track" and not event.event:
         raise BadInput("event: required for a track call (the event name)")
     if event.type == "group" and not event.groupId:

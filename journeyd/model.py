@@ -61,9 +61,21 @@ def parse_timestamp(text: str) -> float:
 
 
 def format_timestamp(epoch_s: float) -> str:
-    """Epoch seconds to ISO-8601 UTC with milliseconds and `Z`, the form payloads carry."""
-    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """Epoch seconds to ISO-8601 UTC with milliseconds and `Z`, the form payloads carry.
+
+    The date-and-time part is cached per second: ingest and timers format many instants
+    within the same second, and strftime dominated their profiles.
+    """
+    micros = round(epoch_s * 1_000_000)
+    second, fraction = divmod(micros, 1_000_000)
+    if second != _second_cache[0]:
+        moment = datetime.fromtimestamp(second, tz=UTC)
+        _second_cache[0] = second
+        _second_cache[1] = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_second_cache[1]}{fraction // 1000:03d}Z"
+
+
+_second_cache: list[Any] = [None, ""]
 
 
 # --- journey definitions -------------------------------------------------------------------

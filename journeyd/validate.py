@@ -39,9 +39,12 @@ _ORDERED_OPS = frozenset({"gt", "gte", "lt", "lte"})
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` to (host, port); ValueError says what form is expected."""
+    """`host:port` or `[v6]:port` to (host, port); ValueError says what form is expected.
+
+    Port 0 asks the kernel for a free port (the daemon logs the one it got).
+    """
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"invalid address {text!r}: use host:port, e.g. 127.0.0.1:8787")
     return host.strip("[]"), int(port_text)
 
@@ -82,6 +85,22 @@ def check_settings(settings: Settings) -> Found:
         found.append(("daemon.state_dir", "must not be empty"))
     if not daemon.journeys_dir:
         found.append(("daemon.journeys_dir", "must not be empty"))
+
+    ingest = settings.ingest
+    for name, value in msgspec.structs.asdict(ingest).items():
+        if isinstance(value, int) and value < 1:
+            found.append((f"ingest.{name}", "must be at least 1"))
+    _duration(ingest.dedup_window, "ingest.dedup_window", found)
+    if 0 < ingest.queue < ingest.max_batch_events:
+        found.append(
+            (
+                "ingest.queue",
+                f"must hold at least one whole batch (ingest.max_batch_events = "
+                f"{ingest.max_batch_events}); found {ingest.queue}",
+            )
+        )
+    if ingest.max_event_bytes > ingest.max_batch_bytes:
+        found.append(("ingest.max_event_bytes", "must not exceed ingest.max_batch_bytes"))
 
     limits = msgspec.structs.asdict(settings.limits)
     for name, value in limits.items():

@@ -45,9 +45,15 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
     from journeyd import daemon  # noqa: PLC0415 - keeps offline commands free of trio/hypercorn
+    from journeyd.delivery import DestinationConfigError  # noqa: PLC0415
+    from journeyd.systemd import SocketActivationError  # noqa: PLC0415
 
     try:
         return daemon.run(config)
+    except (SocketActivationError, DestinationConfigError) as exc:
+        logger.error("daemon.failed", error=str(exc))
+        print(f"journeyd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except JourneydError as exc:
         logger.error("daemon.failed", error=str(exc))
         print(f"journeyd: {exc}", file=sys.stderr)

@@ -66,6 +66,7 @@ class Engine:
     def __init__(self, journeys: Sequence[Journey], settings: Settings) -> None:
         self.users: dict[str, UserState] = {}
         self.timers = TimerQueue()
+        self._timer_heap = self.timers.heap  # peeked on every event: one attribute, no call
         self.counters: Counter[str] = Counter()
         self._current: dict[str, CompiledJourney] = {}
         self._live: list[CompiledJourney] = []
@@ -126,8 +127,8 @@ class Engine:
     def handle(self, event: Event, now: float) -> list[AnyEffect]:
         """Apply one event at time `now` (timers due by then fire first)."""
         out: list[AnyEffect] = []
-        deadline = self.timers.next_deadline()
-        if deadline is not None and deadline <= now:
+        heap = self._timer_heap
+        if heap and heap[0][0] <= now:
             self._fire(now, out)
         kind = event.type
         if kind not in ("track", "identify"):
@@ -150,14 +151,13 @@ class Engine:
         props = event.properties if event.properties is not None else _NO_PROPERTIES
         state = self.users.get(user)
         taken: set[tuple[str, str]] = _NOTHING_TAKEN
+        identifiers: dict[Any, str | None] = {}  # each identifier path read once per event
         if state is not None and state.instances and name in self._watched:
-            taken = self._to_instances(state, name, props, now, out)
+            taken = self._to_instances(state, name, props, now, out, identifiers)
         entries = self._entries.get(name)
         if entries is not None:
-            anonymous = not event.userId
-            entry_id = event.messageId or ""
             for journey in entries:
-                self._enter(journey, user, anonymous, props, entry_id, now, out, event, taken)
+                self._enter(journey, user, props, now, out, event, taken, identifiers)
         return out
 
     def fire_due(self, now: float) -> list[AnyEffect]:
@@ -205,11 +205,11 @@ class Engine:
         props: Mapping[str, Any],
         now: float,
         out: list[AnyEffect],
+        identifiers: dict[Any, str | None],
     ) -> set[tuple[str, str]]:
         """Apply exits and hold branches; return the (journey, identifier) keys whose running
         instance took the event in a hold branch: the same event must not enter them anew."""
         taken: set[tuple[str, str]] = _NOTHING_TAKEN
-        identifiers: dict[Any, str | None] = {}  # each identifier path read once per event
         for inst in state.instances:
             if inst.step < 0:
                 continue
@@ -261,35 +261,39 @@ class Engine:
         self,
         journey: CompiledJourney,
         user: str,
-        anonymous: bool,
         props: Mapping[str, Any],
-        entry_id: str,
         now: float,
         out: list[AnyEffect],
         event: Event,
         taken: set[tuple[str, str]],
+        identifiers: dict[Any, str | None],
     ) -> None:
+        # Checks that end silently come first (cheapest, and most events stop here); checks
+        # that report a drop come only after the entry filters have passed.
+        state = self.users.get(user)
+        path = journey.identifier_path
+        identifier = ""
+        if path is not None:
+            value = _identifier(props, path, identifiers)
+            if value is not None:
+                if taken and (journey.id, value) in taken:
+                    return  # a running instance took this event; it does not start another
+                if state is not None and _running(state, journey.id, value):
+                    return  # that (user, identifier) is already running
+                identifier = value
         if journey.entry_filters and not all_match(journey.entry_filters, props):
             return
-        state = self.users.get(user)
         if journey.once and state is not None and journey.id in state.once:
             return
-        identifier = ""
-        if journey.identifier_path is not None:
-            value = identifier_value(journey.identifier_of(props))
-            if value is None:
+        if path is not None:
+            if not identifier:
                 self._drop(out, now, user, "missing_identifier", event, journey.id)
                 return
-            if len(value) > self._identifier_chars:
+            if len(identifier) > self._identifier_chars:
                 self._drop(out, now, user, "identifier_too_long", event, journey.id)
                 return
-            identifier = value
-        if taken and (journey.id, identifier) in taken:
-            return  # a running instance took this event; it does not start a second one
-        if state is not None:
-            for inst in state.instances:
-                if inst.journey.id == journey.id and inst.identifier == identifier:
-                    return  # that (user, identifier) is already running
+        elif state is not None and _running(state, journey.id, ""):
+            return
         if journey.audience is not None and not journey.audience.contains(
             (state.traits if state is not None else None) or _NO_PROPERTIES
         ):
@@ -299,8 +303,8 @@ class Engine:
             return
         if state is None:
             state = self.users[user] = UserState()
-        iid = instance_id(journey.id, user, identifier, entry_id, round(now * 1000))
-        inst = Instance(journey, user, identifier, iid, anonymous, now)
+        iid = instance_id(journey.id, user, identifier, event.messageId or "", round(now * 1000))
+        inst = Instance(journey, user, identifier, iid, not event.userId, now)
         state.instances = (*state.instances, inst)
         if journey.once:
             state.once = (*state.once, journey.id)
@@ -613,6 +617,13 @@ class Engine:
                 message_id=event.messageId,
             )
         )
+
+
+def _running(state: UserState, journey_id: str, identifier: str) -> bool:
+    for inst in state.instances:
+        if inst.identifier == identifier and inst.journey.id == journey_id:
+            return True
+    return False
 
 
 def _identifier(props: Mapping[str, Any], path: Any, seen: dict[Any, str | None]) -> str | None:

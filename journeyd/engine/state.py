@@ -65,4 +65,7 @@ def with_entry(context: tuple[Any, ...], key: str, encoded: bytes) -> tuple[Any,
 
 def context_size(context: tuple[Any, ...]) -> int:
     """Bytes counted against limits.context_bytes: each key plus its encoded properties."""
-    return sum(len(context[i].encode()) + len(context[i + 1]) for i in range(0, len(context), 2))
+    size = 0
+    for i in range(0, len(context), 2):
+        size += len(context[i].encode()) + len(context[i + 1])
+    return size

@@ -16,16 +16,18 @@ class TimerOwner(Protocol):
 
 
 class TimerQueue:
-    __slots__ = ("_heap", "_next_token", "_stale")
+    __slots__ = ("_next_token", "_stale", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, str, int, Any]] = []
+        # (deadline, key, token, owner); read-only outside this class. The engine peeks at
+        # heap[0] on every event; a stale top entry only costs a call to pop_due.
+        self.heap: list[tuple[float, str, int, Any]] = []
         self._next_token = 1
         self._stale = 0
 
     def __len__(self) -> int:
         """Live timers (the heap may hold stale entries too)."""
-        return len(self._heap) - self._stale
+        return len(self.heap) - self._stale
 
     def arm(self, owner: TimerOwner, deadline: float, key: str) -> None:
         """Set the owner's single timer, replacing any earlier one.
@@ -38,8 +40,8 @@ class TimerQueue:
         token = self._next_token
         self._next_token += 1
         owner.timer = token
-        heapq.heappush(self._heap, (deadline, key, token, owner))
-        if self._stale > 1024 and self._stale * 2 > len(self._heap):
+        heapq.heappush(self.heap, (deadline, key, token, owner))
+        if self._stale > 1024 and self._stale * 2 > len(self.heap):
             self._compact()
 
     def cancel(self, owner: TimerOwner) -> None:
@@ -48,7 +50,7 @@ class TimerQueue:
             self._stale += 1
 
     def next_deadline(self) -> float | None:
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][3].timer != heap[0][2]:
             heapq.heappop(heap)
             self._stale -= 1
@@ -62,11 +64,11 @@ class TimerQueue:
         deadline = self.next_deadline()
         if deadline is None or deadline > now:
             return None
-        owner = heapq.heappop(self._heap)[3]
+        owner = heapq.heappop(self.heap)[3]
         owner.timer = 0
         return deadline, owner
 
     def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[3].timer == entry[2]]
-        heapq.heapify(self._heap)
+        self.heap[:] = [entry for entry in self.heap if entry[3].timer == entry[2]]
+        heapq.heapify(self.heap)  # in place: the engine holds a reference to this list
         self._stale = 0

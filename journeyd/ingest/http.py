@@ -25,7 +25,7 @@ from journeyd.errors import BadInput
 from journeyd.ingest.inbound import Inbound, Item, now, stamp
 from journeyd.intake import check_event, decode_event
 from journeyd.log import RateLimitedLog
-from journeyd.model import Event
+from journeyd.model import Event, parse_timestamp
 from journeyd.settings import IngestSettings
 
 Scope = dict[str, Any]
@@ -164,9 +164,8 @@ class SegmentApp:
             items, key, sent_at = self._parse_batch(raw)
         else:
             items, key, sent_at = self._parse_single(raw, kind)
-        self._authorize(headers, key)
+        scope_key = self._authorize(headers, key)
         received = now()
-        scope_key = key or _basic_user(headers) or ""
         ticket = RequestTicket(len(items))
         queued = []
         for index, event in enumerate(items):
@@ -178,6 +177,14 @@ class SegmentApp:
             queued.append(Item(event, received, scope_key, ticket, index))
         if not queued:
             return 200, {"success": True}, []
+        if len(queued) > self._inbound.capacity:
+            # Retrying could never help, so this must not be a (retryable) 503.
+            raise HttpError(
+                413,
+                "payload_too_large",
+                f"batch of {len(queued)} events can never fit the ingest queue "
+                f"({self._inbound.capacity}); send smaller batches or raise ingest.queue",
+            )
         if not self._inbound.offer(queued):
             raise HttpError(503, "overloaded", "journeyd is saturated; retry after a moment")
         await ticket.done.wait()
@@ -217,6 +224,11 @@ class SegmentApp:
             raise HttpError(400, "invalid_request", _field_message(str(exc))) from None
         except msgspec.DecodeError as exc:
             raise HttpError(400, "invalid_request", f"body: {exc}") from None
+        if envelope.sentAt is not None:
+            try:
+                parse_timestamp(envelope.sentAt)
+            except ValueError as exc:
+                raise HttpError(400, "invalid_request", f"sentAt: {exc}") from None
         limits = self._settings
         if len(envelope.batch) > limits.max_batch_events:
             raise HttpError(
@@ -272,12 +284,14 @@ class SegmentApp:
             raise HttpError(400, "invalid_request", str(exc)) from None
         return [event], key if isinstance(key, str) else None, event.sentAt
 
-    def _authorize(self, headers: dict[bytes, bytes], body_key: str | None) -> None:
-        if not self._write_keys:
-            return  # allowed only on loopback; `check` enforces that
+    def _authorize(self, headers: dict[bytes, bytes], body_key: str | None) -> str:
+        """The write key that was checked (Basic auth wins over the body); it also scopes
+        de-duplication, so one source cannot suppress another's messageIds."""
         key = _basic_user(headers)
         if key is None:
             key = body_key
+        if not self._write_keys:
+            return key or ""  # allowed only on loopback; `check` enforces that
         if key is None:
             raise HttpError(
                 401,
@@ -286,6 +300,7 @@ class SegmentApp:
             )
         if key not in self._write_keys:
             raise HttpError(401, "unauthorized", "unknown write key")
+        return key
 
 
 def _basic_user(headers: dict[bytes, bytes]) -> str | None:

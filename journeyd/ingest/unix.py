@@ -25,6 +25,7 @@ from journeyd.ingest.inbound import Inbound, Item, now, stamp
 from journeyd.intake import decode_event
 
 MAX_PENDING = 4096
+MAX_PATH_BYTES = 107  # sizeof(sun_path) - 1 on Linux
 READ_SIZE = 65536
 _encode = msgspec.json.Encoder().encode
 _log = log.get("journeyd.ingest.unix")
@@ -40,6 +41,11 @@ def bind_unix(path: Path) -> stdlib_socket.socket:
     A socket file that still accepts connections belongs to a live daemon and is left
     alone: starting a second daemon on it is an error, not a takeover.
     """
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise JourneydError(
+            f"socket path {path} is {len(os.fsencode(path))} bytes; Unix sockets allow at most "
+            f"{MAX_PATH_BYTES}: choose a shorter daemon.socket"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
@@ -123,6 +129,8 @@ class Connection:
                 return
             buffer += chunk
             start = 0
+            # Every complete line of the chunk is queued without yielding in between (unless
+            # the queue is full), so the engine loop sees them as one batch.
             while True:
                 end = buffer.find(b"\n", start)
                 if end < 0:
@@ -146,9 +154,10 @@ class Connection:
         if not line.strip():
             return  # blank lines are not events and get no response
         self.lines += 1
-        while len(self._pending) >= MAX_PENDING:
-            self._space = trio.Event()
-            await self._space.wait()
+        if len(self._pending) >= MAX_PENDING:
+            while len(self._pending) >= MAX_PENDING:
+                self._space = trio.Event()
+                await self._space.wait()
         if len(line) > self._max_line:
             self._reject_now(f"line longer than {self._max_line} bytes (ingest.max_event_bytes)")
             return
@@ -167,9 +176,12 @@ class Connection:
         index = self.lines
         self._slots[index] = slot
         self._pending.append(slot)
+        item = Item(event, received, "", self, index)
+        if self._inbound.try_put(item):
+            return
         queued = False
         try:
-            await self._inbound.put(Item(event, received, "", self, index))
+            await self._inbound.put(item)  # the queue is full: this is the backpressure
             queued = True
         finally:
             if not queued:  # cancelled while the queue was full: say so, do not go silent

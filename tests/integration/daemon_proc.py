@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,7 @@ class DaemonProcess:
     http_url: str | None
     deliveries: Path
     logs: list[dict[str, Any]] = field(default_factory=list)
+    _partial: bytes = b""
 
     def send_lines(self, lines: list[bytes], timeout: float = 10.0) -> list[dict[str, Any]]:
         """Send NDJSON lines over the Unix socket; return one parsed response per line."""
@@ -97,12 +101,19 @@ class DaemonProcess:
         raise AssertionError(f"expected {count} deliveries, got {self.read_deliveries()}")
 
     def read_logs(self) -> list[dict[str, Any]]:
-        """Every JSON log line so far (non-blocking)."""
+        """Every JSON log line so far (non-blocking: raw reads, no buffered readline that
+        could hide lines from select)."""
         assert self.proc.stdout is not None
-        while select.select([self.proc.stdout], [], [], 0)[0]:
-            line = self.proc.stdout.readline()
-            if not line:
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
+            self._partial += chunk
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
             try:
                 self.logs.append(json.loads(line))
             except json.JSONDecodeError:
@@ -136,6 +147,14 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+@contextmanager
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: Unix socket paths may be at most 107 bytes, and
+    pytest's tmp_path for a long test name can exceed that."""
+    with tempfile.TemporaryDirectory(prefix="jd-") as name:
+        yield Path(name)
 
 
 def write_config(

@@ -519,7 +519,16 @@ def test_lowered_limits_apply(
 
 
 @pytest.mark.parametrize(
-    "http", ["127.0.0.1:8787", "localhost:80", "[::1]:8787", "0.0.0.0:8787", "example.com:443", ""]
+    "http",
+    [
+        "127.0.0.1:8787",
+        "localhost:80",
+        "[::1]:8787",
+        "0.0.0.0:8787",
+        "example.com:443",
+        "127.0.0.1:0",  # port 0: the kernel picks one and the daemon logs it
+        "",
+    ],
 )
 def test_http_address_accepted(tmp_path: Path, http: str) -> None:
     """daemon.http takes host:port or [v6]:port, or "" to disable."""
@@ -533,7 +542,6 @@ def test_http_address_accepted(tmp_path: Path, http: str) -> None:
         "localhost",
         ":8787",
         "127.0.0.1:",
-        "127.0.0.1:0",
         "127.0.0.1:65536",
         "127.0.0.1:http",
     ],
@@ -834,3 +842,31 @@ def test_copied_example_with_relative_dirs(tmp_path: Path) -> None:
     shutil.copytree(REPO / "journeys", tmp_path / "journeys")
     (tmp_path / "journeys" / "onboarding.toml").unlink()
     assert [j.id for j in load(tmp_path / "journeyd.toml").journeys] == ["cart-abandonment"]
+
+
+# --- [ingest] ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "message"),
+    [
+        ("[ingest]\nqueue = 0\n", "ingest.queue", "must be at least 1"),
+        ('[ingest]\ndedup_window = "soon"\n', "ingest.dedup_window", "invalid duration"),
+        ("[ingest]\nqueue = 100\n", "ingest.queue", "must hold at least one whole batch"),
+        (
+            "[ingest]\nmax_event_bytes = 600000\n",
+            "ingest.max_event_bytes",
+            "must not exceed ingest.max_batch_bytes",
+        ),
+    ],
+)
+def test_ingest_settings_rejected(tmp_path: Path, settings: str, path: str, message: str) -> None:
+    """Ingest settings that could never work are named with the fix."""
+    problem = settings_problem(tmp_path, settings)
+    assert problem.path == path
+    assert message in problem.message
+
+
+def test_small_ingest_queue_with_small_batches_is_accepted(tmp_path: Path) -> None:
+    """A tiny queue is fine when no batch can exceed it."""
+    settings_ok(tmp_path, "[ingest]\nqueue = 5\nmax_batch_events = 5\n")

@@ -111,7 +111,7 @@ def test_queue_compaction_keeps_live_timers() -> None:
     for owner in cancelled:
         queue.cancel(owner)
     assert len(queue) == 400
-    assert len(queue._heap) < 3 * 500  # stale entries were compacted, not kept forever
+    assert len(queue.heap) < 3 * 500  # stale entries were compacted, not kept forever
     fired = drain(queue, 10_000.0)
     live = [o for o in owners if o not in cancelled]
     assert sorted(name for _, name in fired) == sorted(o.name for o in live)

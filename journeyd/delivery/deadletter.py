@@ -1,0 +1,88 @@
+"""The dead-letter file: deliveries the pool gave up on, one JSON line each, ready to replay.
+
+A record carries the payload (it is the thing to replay) and what was tried last, but never a
+header, a secret or a signature: the file is meant to be read and shared while debugging.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+
+from journeyd.delivery.retry import LastRequest
+
+
+class _LastRequestRecord(msgspec.Struct, frozen=True, kw_only=True):
+    method: str
+    url: str
+    status: int | None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    at: float
+    destination: str
+    message_id: str
+    attempts: int
+    error: str
+    last_request: _LastRequestRecord | None
+    payload: dict[str, Any]
+
+
+def dead_letter(
+    *,
+    at: float,
+    destination: str,
+    message_id: str,
+    attempts: int,
+    error: str,
+    last_request: LastRequest | None,
+    payload: dict[str, Any],
+) -> DeadLetter:
+    request = (
+        None
+        if last_request is None
+        else _LastRequestRecord(
+            method=last_request.method, url=last_request.url, status=last_request.status
+        )
+    )
+    return DeadLetter(
+        at=at,
+        destination=destination,
+        message_id=message_id,
+        attempts=attempts,
+        error=error,
+        last_request=request,
+        payload=payload,
+    )
+
+
+class DeadLetterFile:
+    """Appends records; opened per write because dead letters are rare and must survive rotation."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = trio.Lock()
+        self._encoder = msgspec.json.Encoder()
+
+    async def append(self, record: DeadLetter) -> None:
+        """Raises OSError; the caller decides how loudly to fail."""
+        line = self._encoder.encode(record) + b"\n"
+        async with self._lock:
+            await trio.to_thread.run_sync(self._write, line)
+
+    def _write(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as handle:
+            handle.write(line)
+            handle.flush()
+
+
+def read_dead_letters(path: Path) -> list[DeadLetter]:
+    """For tests and the future `journeyd dlq` command."""
+    if not path.exists():
+        return []
+    decoder = msgspec.json.Decoder(DeadLetter)
+    return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
