@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from daemon_proc import CART, start_daemon  # noqa: E402
+from daemon_proc import CART, start_daemon
 
 
 def event_line(i: int) -> bytes:
@@ -42,9 +42,19 @@ def event_line(i: int) -> bytes:
             "properties": {"cart_id": f"c-{i % 3}", "total": 10 + kind},
         }
     elif kind < 8:
-        body = {"type": "track", "userId": user, "event": "Order Completed", "properties": {"cart_id": f"c-{i % 3}"}}
+        body = {
+            "type": "track",
+            "userId": user,
+            "event": "Order Completed",
+            "properties": {"cart_id": f"c-{i % 3}"},
+        }
     else:
-        body = {"type": "track", "userId": user, "event": "Page Viewed", "properties": {"path": "/"}}
+        body = {
+            "type": "track",
+            "userId": user,
+            "event": "Page Viewed",
+            "properties": {"path": "/"},
+        }
     return json.dumps(body).encode()
 
 
@@ -53,7 +63,9 @@ def bench_socket(path: Path, count: int) -> float:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.connect(str(path))
         start = time.perf_counter()
-        writer = threading.Thread(target=lambda: (sock.sendall(lines), sock.shutdown(socket.SHUT_WR)))
+        writer = threading.Thread(
+            target=lambda: (sock.sendall(lines), sock.shutdown(socket.SHUT_WR))
+        )
         writer.start()
         acks = 0
         buffer = b""
@@ -152,10 +164,14 @@ def main() -> None:
         try:
             print(f"daemon pid {daemon.proc.pid}, journeys: cart (2h hold), file destination")
             rate = bench_socket(daemon.socket_path, args.events)
-            print(f"socket ingest, 1 client, acks read: {rate:,.0f} events/s ({args.events:,} events)")
+            print(
+                f"socket ingest, 1 client, acks read: {rate:,.0f} events/s ({args.events:,} events)"
+            )
             assert daemon.http_url is not None
             rate, retried = bench_http(daemon.http_url, args.events)
-            print(f"http ingest, 4 clients x /v1/batch of 100: {rate:,.0f} events/s ({retried} x 503 retried)")
+            print(
+                f"http ingest, 4 clients x /v1/batch of 100: {rate:,.0f} events/s ({retried} x 503 retried)"
+            )
             p50, p99, worst = bench_latency(daemon.socket_path, args.rate, args.seconds)
             print(
                 f"ack latency at {args.rate:,} events/s for {args.seconds:.0f}s: "
