@@ -1,6 +1,6 @@
 """A bounded window of recently seen messageIds, so SDK retries are not run twice.
 
-Keys are stored as 64-bit blake2b digests (stable across processes, so the window can be
+Keys are stored as 8-byte blake2b digests (stable across processes, so the window can be
 snapshotted) with their expiry; insertion order is time order, so eviction pops the front.
 Past `max_ids` the oldest ids are forgotten early: memory stays bounded at the cost of a
 shorter effective window under extreme rates (reported by `evicted_early`).
@@ -17,7 +17,7 @@ class DedupWindow:
     def __init__(self, window_s: float, max_ids: int) -> None:
         self._window_s = window_s
         self._max_ids = max_ids
-        self._expiry: dict[int, float] = {}
+        self._expiry: dict[bytes, float] = {}
         self.evicted_early = 0
 
     def __len__(self) -> int:
@@ -39,10 +39,8 @@ class DedupWindow:
         self._expiry.pop(self._key(scope, message_id), None)
 
     @staticmethod
-    def _key(scope: str, message_id: str) -> int:
-        return int.from_bytes(
-            blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest(), "big"
-        )
+    def _key(scope: str, message_id: str) -> bytes:
+        return blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest()
 
     def _evict(self, now: float) -> None:
         expiry = self._expiry

@@ -144,3 +144,18 @@ def test_stamp_returns_the_same_event_object() -> None:
     """stamp fills the event in place (the listeners rely on that) and returns it."""
     event = track()
     assert stamp(event, RECEIVED) is event
+
+
+def test_generated_message_ids_are_random_version_4_uuids() -> None:
+    """Generated messageIds are RFC 9562 version-4 UUIDs and do not repeat."""
+    import uuid
+
+    from journeyd.ingest.inbound import new_message_id
+
+    ids = [new_message_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:500]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
