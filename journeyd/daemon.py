@@ -1,20 +1,23 @@
 """`journeyd run`: every long-lived task under one root nursery.
 
-    listeners (unix, http) -> Inbound (bounded) -> engine loop -> DeliveryPool (bounded)
-                                                   timer loop -^
+    listeners (unix, http) ─> Inbound (bounded) ─> Pipeline (WAL, engine) ─> DeliveryPool
+    timer loop ─(ticks)──────^                                     outcomes ─┘
 
-Shutdown (SIGTERM/SIGINT) drains in order: stop reading input, let the engine finish what
-was queued and answer it, stop the timers, let the pool finish or give up, exit 0.
-SIGHUP reloads the config: a bad one is logged and the running one stays.
+Start-up recovers first (snapshot + WAL replay), then listens, then says READY=1. Shutdown
+(SIGTERM/SIGINT) drains in order: stop reading input, apply and answer everything queued,
+let in-flight deliveries finish (what does not stays in the outbox), write a final
+snapshot, exit 0. SIGHUP reloads the config: a bad one is logged and the running one
+stays. SIGUSR1 asks for a snapshot. An fsync failure stops the daemon with exit 74.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import signal
 import socket as stdlib_socket
 import time
-from collections import Counter
 from typing import Any
 
 import hypercorn
@@ -26,19 +29,22 @@ from journeyd.config import Config, load
 from journeyd.dedup import DedupWindow
 from journeyd.delivery import DeliveryPool, DestinationConfigError
 from journeyd.durations import parse_duration
-from journeyd.engine import Delivery, Dropped, Engine
-from journeyd.errors import ConfigError, JourneydError
+from journeyd.engine import Delivery
+from journeyd.errors import ConfigError, DurabilityLost, JourneydError
 from journeyd.ingest.http import SegmentApp
 from journeyd.ingest.inbound import Inbound
 from journeyd.ingest.unix import bind_unix, serve_unix
-from journeyd.log import RateLimitedLog
+from journeyd.pipeline import Pipeline, Reload, Tick
+from journeyd.store.records import ConfigRecord
+from journeyd.store.recovery import config_differs, recover
+from journeyd.store.wal import WalWriter
 from journeyd.systemd import Notifier, listen_fds, watchdog_loop
 from journeyd.validate import parse_listen_address
 
 _log = log.get("journeyd.daemon")
-ENGINE_BATCH = 1024
 DRAIN_TIMEOUT_S = 20.0
 STATUS_EVERY_S = 5.0
+EXIT_STORAGE = 74  # EX_IOERR: fsync failed; systemd restarts us and recovery replays the WAL
 
 
 class Daemon:
@@ -46,11 +52,7 @@ class Daemon:
         self.config = config
         settings = config.settings
         self.notifier = notifier or Notifier()
-        self.engine = Engine(config.journeys, settings)
         self.inbound = Inbound(settings.ingest.queue)
-        self.dedup = DedupWindow(
-            parse_duration(settings.ingest.dedup_window), settings.ingest.dedup_max_ids
-        )
         state_dir = config.resolve(settings.daemon.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir = state_dir
@@ -59,60 +61,132 @@ class Daemon:
             settings.delivery,
             resolve_path=config.resolve,
             dead_letter_path=state_dir / "dead-letters.jsonl",
+            on_outcome=self._on_outcome,
         )
         self.http_app = SegmentApp(
             self.inbound, settings.daemon.write_keys, settings.ingest, lambda: self.ready
         )
+        self.pipeline: Pipeline | None = None
         self.ready = False
-        self.counts: Counter[str] = Counter()
-        self._last_now = 0.0
         self._timer_wake = trio.Event()
         self._stop = trio.Event()
         self._stop_accepting = trio.Event()  # both listeners stop taking input
-        self._engine_done = trio.Event()
+        self._pipeline_done = trio.Event()
         self._pool_done = trio.Event()
-        self._drop_log = RateLimitedLog()
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def run(self) -> int:
-        gc.freeze()  # what startup built is long-lived: keep it out of every collection
-        sockets = self._bind()
-        async with trio.open_nursery() as root:
-            root.start_soon(self._signals)
-            await root.start(self._run_pool)
-            root.start_soon(self._engine_loop)
-            timer_scope = trio.CancelScope()
-            root.start_soon(self._timer_loop, timer_scope)
-            listeners = await root.start(self._listeners, sockets)
-            root.start_soon(watchdog_loop, self.notifier)
-            root.start_soon(self._status_loop)
-            self.ready = True
-            self.notifier.ready(self._status_text())
-            _log.info(
-                "daemon.ready",
-                version=__version__,
-                journeys=[j.id for j in self.config.journeys],
-                **listeners,
-            )
-            await self._stop.wait()
+    def _recover(self) -> Pipeline:
+        """Rebuild the engine from disk and open the WAL for appending."""
+        settings = self.config.settings
+        ingest = settings.ingest
+        dedup = DedupWindow(parse_duration(ingest.dedup_window), ingest.dedup_max_ids)
+        journeys = self.config.journeys
+        self.notifier.status("recovering")
+        found = recover(self.state_dir, settings, journeys, dedup)
+        _log.info(
+            "recovery.done",
+            snapshot_seq=found.snapshot_seq,
+            replayed=found.replayed,
+            last_seq=found.last_seq,
+            instances=found.engine.instance_count(),
+            owed_deliveries=len(found.outbox),
+            seconds=round(found.seconds, 3),
+            **found.replay_counts,
+        )
+        daemon = settings.daemon
+        wal = WalWriter.open(
+            self.state_dir / "wal",
+            next_seq=found.last_seq + 1,
+            segment_bytes=daemon.wal_segment_mb << 20,
+        )
+        if config_differs(found.engine, settings, journeys):
+            wal.append([ConfigRecord(settings, list(journeys))])
+            found.engine.load(journeys, settings)
+        self._owed = found.outbox.pending()
+        return Pipeline(
+            engine=found.engine,
+            dedup=dedup,
+            outbox=found.outbox,
+            wal=wal,
+            wal_dir=self.state_dir / "wal",
+            snapshots_dir=self.state_dir / "snapshots",
+            fsync=daemon.fsync,
+            pool=self.pool,
+            inbound=self.inbound,
+            snapshot_every_s=parse_duration(daemon.snapshot_every),
+            snapshot_after_records=daemon.snapshot_after_records,
+            last_now=found.last_now,
+            on_applied=self._poke_timers,
+        )
 
-            _log.info("daemon.draining")
-            self.notifier.stopping()
-            self.ready = False
-            self._stop_accepting.set()
-            with trio.move_on_after(DRAIN_TIMEOUT_S):
-                await self._listeners_done.wait()
-            self.inbound.close()
-            await self._engine_done.wait()
-            timer_scope.cancel()
-            self.pool.close()
-            with trio.move_on_after(DRAIN_TIMEOUT_S) as scope:
-                await self._pool_done.wait()
-            if scope.cancelled_caught:
-                _log.warning("daemon.drain_timeout", pending=dict(self.pool.stats))
-            root.cancel_scope.cancel()
-        _log.info("daemon.stopped", **self.counts)
+    async def run(self) -> int:
+        lost: list[BaseException] = []
+        try:
+            return await self._run()
+        except* DurabilityLost as group:
+            lost.extend(group.exceptions)
+        self.notifier.stopping("fsync failed")
+        _log.critical("daemon.storage_failed", error=str(lost[0]))
+        return EXIT_STORAGE
+
+    async def _run(self) -> int:
+        pipeline = self.pipeline = self._recover()
+        gc.freeze()  # what recovery built is long-lived: keep it out of every collection
+        sockets = self._bind()
+        pid_file = self.state_dir / "journeyd.pid"
+        pid_file.write_text(f"{os.getpid()}\n")
+        try:
+            async with trio.open_nursery() as root:
+                root.start_soon(self._signals)
+                await root.start(self._run_pool)
+                await root.start(self._run_pipeline)
+                root.start_soon(pipeline.reap_snapshots)
+                timer_scope = trio.CancelScope()
+                root.start_soon(self._timer_loop, timer_scope)
+                if self._owed:
+                    _log.info("outbox.requeued", deliveries=len(self._owed))
+                    root.start_soon(pipeline.requeue, self._owed)
+                listeners = await root.start(self._listeners, sockets)
+                root.start_soon(watchdog_loop, self.notifier)
+                root.start_soon(self._status_loop)
+                self.ready = True
+                self.notifier.ready(self._status_text())
+                _log.info(
+                    "daemon.ready",
+                    version=__version__,
+                    journeys=[j.id for j in self.config.journeys],
+                    instances=pipeline.engine.instance_count(),
+                    fsync=self.config.settings.daemon.fsync,
+                    **listeners,
+                )
+                await self._stop.wait()
+
+                _log.info("daemon.draining")
+                self.notifier.stopping()
+                self.ready = False
+                self._stop_accepting.set()
+                with trio.move_on_after(DRAIN_TIMEOUT_S):
+                    await self._listeners_done.wait()
+                timer_scope.cancel()
+                self.inbound.close()
+                await self._pipeline_done.wait()
+                self.pool.close()
+                with trio.move_on_after(DRAIN_TIMEOUT_S) as scope:
+                    await self._pool_done.wait()
+                if scope.cancelled_caught:
+                    _log.warning("daemon.drain_timeout", pending=dict(self.pool.stats))
+                root.cancel_scope.cancel()
+            pipeline.final_snapshot()
+            pipeline.wal.close()
+        finally:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+        _log.info(
+            "daemon.stopped",
+            longest_snapshot_pause_ms=round(pipeline.longest_pause_s * 1000, 2),
+            **pipeline.counts,
+        )
         return 0
 
     def _bind(self) -> dict[str, stdlib_socket.socket]:
@@ -201,15 +275,21 @@ class Daemon:
             self._pool_done.set()
 
     async def _signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        with trio.open_signal_receiver(*wanted) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    self.reload()
+                    await self.reload()
+                elif signum == signal.SIGUSR1:
+                    _log.info("snapshot.requested")
+                    if self.pipeline is not None:
+                        self.pipeline.snapshot_requested = True
+                    self._timer_wake.set()
                 else:
                     _log.info("daemon.signal", signal=signal.Signals(signum).name)
                     self._stop.set()
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """Re-read the config; running instances finish on the journey version they began."""
         self.notifier.reloading()
         try:
@@ -231,92 +311,67 @@ class Daemon:
             _log.error("config.reload_rejected", problem=str(exc), kept="running config")
             self.notifier.ready(self._status_text())
             return
-        self.engine.load(config.journeys, new)
+        # The engine takes the new journeys at this point of the log, so a replay does too.
+        done = trio.Event()
+        await self.inbound.put(Reload(new, config.journeys, done))
+        await done.wait()
         self.http_app.reconfigure(new.daemon.write_keys, new.ingest)
         self.config = config
+        assert self.pipeline is not None
+        engine = self.pipeline.engine
         _log.info(
             "config.reloaded",
-            journeys={j.id: self.engine.journey(j.id).version for j in config.journeys},  # type: ignore[union-attr]
+            journeys={j.id: j.version for j in engine.live_journeys() if engine.journey(j.id) is j},
         )
         self.notifier.ready(self._status_text())
 
     # --- the engine side -----------------------------------------------------------------
 
-    async def _engine_loop(self) -> None:
-        receive = self.inbound.receive
-        engine = self.engine
+    async def _run_pipeline(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        assert self.pipeline is not None
         try:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < ENGINE_BATCH:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                before = engine.next_deadline()
-                for event, received, scope, ticket, index in batch:
-                    message_id = event.messageId or ""
-                    if self.dedup.seen(scope, message_id, received):
-                        self.counts["duplicates"] += 1
-                        ticket.accepted(index, message_id)
-                        continue
-                    now = received if received > self._last_now else self._last_now
-                    self._last_now = now
-                    try:
-                        effects = engine.handle(event, now)
-                    except Exception:
-                        _log.exception("engine.failed", message_id=message_id)
-                        self.dedup.forget(scope, message_id)  # a retry must run, not be skipped
-                        ticket.rejected(index, "internal error; the event was not applied")
-                        continue
-                    self.counts["events"] += 1
-                    ticket.accepted(index, message_id)
-                    if effects:
-                        await self._dispatch(effects)
-                after = engine.next_deadline()
-                if after is not None and (before is None or after < before):
-                    self._timer_wake.set()
+            await self.pipeline.run(task_status=task_status)
         finally:
-            self._engine_done.set()
+            self._pipeline_done.set()
 
     async def _timer_loop(self, scope: trio.CancelScope) -> None:
+        """Ask the pipeline to fire timers when the earliest is due (and to snapshot when
+        one is owed while no events arrive). Ticks go through the WAL like events."""
+        assert self.pipeline is not None
+        engine = self.pipeline.engine
         with scope:
             while True:
-                deadline = self.engine.next_deadline()
+                deadline = engine.next_deadline()
                 wait = 1.0 if deadline is None else deadline - time.time()
-                if wait > 0:
+                if wait > 0 and not self.pipeline.snapshot_wanted():
                     self._timer_wake = trio.Event()
                     # Re-check at least every second: the wall clock can jump.
                     with trio.move_on_after(min(wait, 1.0)):
                         await self._timer_wake.wait()
                     continue
-                effects = self.engine.fire_due(max(time.time(), self._last_now))
-                if effects:
-                    await self._dispatch(effects)
+                done = trio.Event()
+                await self.inbound.put(Tick(time.time(), done))
+                await done.wait()
 
-    async def _dispatch(self, effects: list[Any]) -> None:
-        for effect in effects:
-            kind = type(effect)
-            if kind is Delivery:
-                await self.pool.submit(effect)
-            elif kind is Dropped:
-                suppressed = self._drop_log.allow()
-                if suppressed is not None:
-                    _log.warning(
-                        "engine.dropped",
-                        reason=effect.reason,
-                        user=effect.user,
-                        journey=effect.journey,
-                        event_name=effect.event,
-                        suppressed_since_last=suppressed,
-                    )
+    def _poke_timers(self) -> None:
+        """A batch was applied: the earliest deadline may have moved."""
+        self._timer_wake.set()
+
+    def _on_outcome(self, delivery: Delivery, outcome: str, attempts: int) -> None:
+        if self.pipeline is not None:
+            self.pipeline.record_outcome(delivery, outcome, attempts)
 
     # --- status --------------------------------------------------------------------------
 
     def _status_text(self) -> str:
         stats = self.pool.stats
+        pipeline = self.pipeline
+        instances = pipeline.engine.instance_count() if pipeline is not None else 0
+        events = pipeline.counts["events"] if pipeline is not None else 0
         return (
-            f"{self.engine.instance_count()} instances, {self.counts['events']} events, "
+            f"{instances} instances, {events} events, "
             f"{self.inbound.capacity - self.inbound.free} queued, "
             f"{stats.get('delivered', 0)} delivered, {stats.get('dead_lettered', 0)} dead-lettered"
         )
@@ -329,6 +384,9 @@ class Daemon:
 
 def run(config: Config) -> int:
     """Run the daemon until SIGTERM; the return value is the process exit code."""
+    # A file-size limit (RLIMIT_FSIZE) must read as a failed write we can refuse and
+    # recover from, not as a signal that kills the process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     daemon = Daemon(config)
     _log.info("daemon.starting", version=__version__, config=str(config.path))
     return trio.run(daemon.run)

@@ -34,6 +34,13 @@ class DedupWindow:
         self._expiry[key] = now + self._window_s
         return False
 
+    def export(self) -> list[tuple[bytes, float]]:
+        """(key, expiry) pairs in time order, for snapshots."""
+        return list(self._expiry.items())
+
+    def restore(self, entries: list[tuple[bytes, float]]) -> None:
+        self._expiry = dict(entries)
+
     def forget(self, scope: str, message_id: str) -> None:
         """Undo `seen` for an event that was not applied after all, so a retry runs."""
         self._expiry.pop(self._key(scope, message_id), None)

@@ -24,6 +24,9 @@ class DaemonSettings(_Section, kw_only=True):
     write_keys: list[str] = msgspec.field(default_factory=lambda: ["dev-key"])
     fsync: Literal["always", "batch", "off"] = "batch"
     journeys_dir: str = "journeys"
+    snapshot_every: str = "5m"  # a snapshot at least this often (when anything changed)
+    snapshot_after_records: int = 1000000  # ... or after this many WAL records
+    wal_segment_mb: int = 64
 
 
 class IngestSettings(_Section, kw_only=True):

@@ -83,6 +83,10 @@ def check_settings(settings: Settings) -> Found:
             found.append((f"daemon.write_keys[{index}]", "must not be empty"))
     if not daemon.state_dir:
         found.append(("daemon.state_dir", "must not be empty"))
+    _duration(daemon.snapshot_every, "daemon.snapshot_every", found)
+    for name in ("snapshot_after_records", "wal_segment_mb"):
+        if getattr(daemon, name) < 1:
+            found.append((f"daemon.{name}", "must be at least 1"))
     if not daemon.journeys_dir:
         found.append(("daemon.journeys_dir", "must not be empty"))
 

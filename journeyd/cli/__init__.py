@@ -8,9 +8,18 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from journeyd import __version__
-from journeyd.cli import check, preview, run, send, simulate
+from journeyd.cli import check, inspect, preview, recover, run, send, simulate, snapshot
 
-COMMANDS: tuple[ModuleType, ...] = (run, check, send, simulate, preview)
+COMMANDS: tuple[ModuleType, ...] = (
+    run,
+    check,
+    send,
+    simulate,
+    preview,
+    inspect,
+    snapshot,
+    recover,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ from typing import Any
 from journeyd import log
 from journeyd.cli.common import EXIT_CONFIG, add_config_option
 from journeyd.config import load
-from journeyd.errors import ConfigError, JourneydError
+from journeyd.errors import ConfigError, JourneydError, StorageError
+
+EXIT_DATA = 65  # EX_DATAERR: damaged state on disk; restarting cannot fix it
 
 
 def register(commands: Any) -> None:
@@ -50,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return daemon.run(config)
+    except StorageError as exc:
+        logger.critical("daemon.state_unreadable", error=str(exc))
+        print(
+            f"journeyd: the state on disk cannot be recovered: {exc}\n"
+            f"  `journeyd recover -c {args.config}` checks it; "
+            "`--truncate-after SEQ` drops a damaged tail of the log (losing what is in it)",
+            file=sys.stderr,
+        )
+        return EXIT_DATA
     except (SocketActivationError, DestinationConfigError) as exc:
         logger.error("daemon.failed", error=str(exc))
         print(f"journeyd: {exc}", file=sys.stderr)

@@ -33,6 +33,9 @@ from journeyd.errors import JourneydError
 from journeyd.settings import DeliverySettings, Destination
 
 log = structlog.get_logger("journeyd.delivery")
+# Called with (delivery, "delivered" | "dead_lettered", attempts) once a delivery settles,
+# so the daemon can write its outcome to the write-ahead log.
+OutcomeHook = Callable[[Delivery, str, int], None]
 DEFAULT_RETRY = RetryPolicy()
 
 
@@ -65,6 +68,7 @@ class DeliveryPool:
         retry: RetryPolicy = DEFAULT_RETRY,
         rand: Callable[[], float] = random.random,
         sender_factory: SenderFactory = build_sender,
+        on_outcome: OutcomeHook | None = None,
     ) -> None:
         if settings.workers < 1:
             raise DestinationConfigError(
@@ -89,6 +93,7 @@ class DeliveryPool:
         self._retry = retry
         self._rand = rand
         self._sender_factory = sender_factory
+        self._on_outcome = on_outcome
         self._dead = DeadLetterFile(dead_letter_path)
         self._slots = self._build(destinations)
         self._send, self._receive = trio.open_memory_channel[Delivery](settings.queue)
@@ -251,6 +256,7 @@ class DeliveryPool:
                 await trio.sleep(delay_s)
             else:
                 self._delivered += 1
+                self._outcome(delivery, "delivered", attempt)
                 log.debug(
                     "delivery.sent",
                     destination=delivery.destination,
@@ -291,6 +297,14 @@ class DeliveryPool:
                 request=sender.describe(),
             )
 
+    def _outcome(self, delivery: Delivery, outcome: str, attempts: int) -> None:
+        if self._on_outcome is None:
+            return
+        try:
+            self._on_outcome(delivery, outcome, attempts)
+        except Exception:  # recording an outcome must never cost the delivery itself
+            log.exception("delivery.outcome_hook_failed", message_id=delivery.message_id)
+
     async def _give_up(self, delivery: Delivery, attempts: int, error: DeliveryError) -> None:
         self._dead_lettered += 1
         status = error.request.status if error.request is not None else None
@@ -320,3 +334,5 @@ class DeliveryPool:
                 message_id=delivery.message_id,
                 error=exc.strerror or repr(exc),
             )
+            return  # not recorded as dead-lettered: a restart will try it again
+        self._outcome(delivery, "dead_lettered", attempts)

@@ -80,6 +80,8 @@ class Engine:
 
     def load(self, journeys: Sequence[Journey], settings: Settings) -> None:
         """Install journeys; instances of a changed journey finish on their old version."""
+        self.settings = settings
+        self.definitions = tuple(journeys)
         limits = settings.limits
         self._lifetime = parse_duration(limits.instance_lifetime)
         self._events_per_second = limits.events_per_second_per_user
@@ -88,6 +90,7 @@ class Engine:
         self._reset_passes = limits.reset_passes
         self._context_bytes = limits.context_bytes
         audiences = {name: AudienceRule(name, a) for name, a in settings.audiences.items()}
+        self.audiences = audiences
         current = {j.id: CompiledJourney(j, audiences) for j in journeys}
         moved = {
             id(old): current[old.id]
@@ -110,6 +113,28 @@ class Engine:
 
     def journey(self, journey_id: str) -> CompiledJourney | None:
         return self._current.get(journey_id)
+
+    def live_journeys(self) -> list[CompiledJourney]:
+        """Every compiled journey in use: the current versions, then older ones that still
+        have running instances."""
+        return list(self._live)
+
+    def adopt(self, journeys: Sequence[CompiledJourney]) -> None:
+        """After a restore: make older versions that instances reference live again."""
+        current = set(map(id, self._current.values()))
+        self._live = list(self._current.values()) + [
+            j for j in journeys if id(j) not in current and j.active > 0
+        ]
+        self._rebuild_routes()
+
+    @property
+    def rate_window(self) -> tuple[int, dict[str, int]]:
+        """The per-user rate limiter's state: (second, counts), for snapshots."""
+        return self._rate_second, self._rate_counts
+
+    @rate_window.setter
+    def rate_window(self, value: tuple[int, dict[str, int]]) -> None:
+        self._rate_second, self._rate_counts = value
 
     def _rebuild_routes(self) -> None:
         entries: dict[str, list[CompiledJourney]] = {}

@@ -85,7 +85,7 @@ class Connection:
         self._space = trio.Event()
         self._reading = True
         self.lines = 0
-        self.rejected = 0
+        self.rejected_lines = 0
 
     # Ticket protocol, called by the engine loop
     def accepted(self, index: int, message_id: str) -> None:
@@ -188,7 +188,7 @@ class Connection:
                 self.rejected(index, "journeyd is shutting down; the event was not accepted")
 
     def _reject_now(self, error: str) -> None:
-        self.rejected += 1
+        self.rejected_lines += 1
         self._pending.append([_encode({"ok": False, "error": error}) + b"\n"])
         self._ready.set()
 

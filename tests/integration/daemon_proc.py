@@ -135,6 +135,27 @@ class DaemonProcess:
             time.sleep(0.02)
         raise AssertionError(f"no {event!r} log line; saw {[e.get('event') for e in self.logs]}")
 
+    def inspect_instances(self) -> list[dict[str, Any]]:
+        """`journeyd inspect --instances` on this daemon's config: every instance on disk."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "journeyd",
+                "inspect",
+                "-c",
+                str(self.dir / "journeyd.toml"),
+                "--json",
+                "--instances",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        lines = done.stdout.splitlines()
+        return [json.loads(line) for line in lines[1:] if line.strip()]
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

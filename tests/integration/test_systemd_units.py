@@ -116,9 +116,9 @@ def test_socket_units_listen_where_the_production_config_says() -> None:
 
 
 def test_service_matches_the_exit_code_contract() -> None:
-    """Exit 78 is not restarted, other failures are; readiness comes from the main process."""
+    """Exits 78 (config) and 65 (damaged state) are not restarted, other failures are."""
     service = parse_unit(UNITS / "journeyd.service")["Service"]
-    assert service["RestartPreventExitStatus"] == ["78"]
+    assert service["RestartPreventExitStatus"] == ["78 65"]
     assert service["Restart"] == ["on-failure"]
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
