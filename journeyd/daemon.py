@@ -32,9 +32,9 @@ from journeyd.durations import parse_duration
 from journeyd.engine import Delivery
 from journeyd.errors import ConfigError, DurabilityLost, JourneydError
 from journeyd.ingest.http import SegmentApp
-from journeyd.ingest.inbound import Inbound
+from journeyd.ingest.inbound import Inbound, Reload, Tick
 from journeyd.ingest.unix import bind_unix, serve_unix
-from journeyd.pipeline import Pipeline, Reload, Tick
+from journeyd.pipeline import Pipeline
 from journeyd.store.records import ConfigRecord
 from journeyd.store.recovery import config_differs, recover
 from journeyd.store.wal import WalWriter

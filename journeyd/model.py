@@ -93,7 +93,7 @@ class _Def(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Base for config structs: immutable, keyword-only, and strict about unknown keys."""
 
 
-class Filter(_Def, kw_only=True):
+class Filter(_Def, kw_only=True, frozen=True):
     """`{ property = PATH, op, value }` on the event at hand (entry, branch, exit filters)."""
 
     property: NonEmpty
@@ -101,7 +101,7 @@ class Filter(_Def, kw_only=True):
     value: Any = msgspec.UNSET
 
 
-class Condition(_Def, kw_only=True):
+class Condition(_Def, kw_only=True, frozen=True):
     """One data-split condition: a trait, an audience, or a journey-context property."""
 
     trait: str | None = None
@@ -113,7 +113,7 @@ class Condition(_Def, kw_only=True):
     value: Any = msgspec.UNSET
 
 
-class Entry(_Def, kw_only=True):
+class Entry(_Def, kw_only=True, frozen=True):
     event: NonEmpty
     rule: Literal["re-enter", "once"] = "re-enter"
     unique_identifier: str | None = None
@@ -121,20 +121,20 @@ class Entry(_Def, kw_only=True):
     audience: str | None = None
 
 
-class ExitRule(_Def, kw_only=True):
+class ExitRule(_Def, kw_only=True, frozen=True):
     event: NonEmpty
     filters: list[Filter] = []
     match_identifier: bool = False
     send: bool = False
 
 
-class ExitSend(_Def, kw_only=True):
+class ExitSend(_Def, kw_only=True, frozen=True):
     destination: NonEmpty
     event_name: NonEmpty
     traits: list[str] = []
 
 
-class HoldBranch(_Def, kw_only=True):
+class HoldBranch(_Def, kw_only=True, frozen=True):
     name: NonEmpty
     event: NonEmpty
     filters: list[Filter] = []
@@ -142,45 +142,45 @@ class HoldBranch(_Def, kw_only=True):
     reset: bool = False
 
 
-class SplitBranch(_Def, kw_only=True):
+class SplitBranch(_Def, kw_only=True, frozen=True):
     name: NonEmpty
     when: list[Condition]
     next: str | None = None
 
 
-class RandomBranch(_Def, kw_only=True):
+class RandomBranch(_Def, kw_only=True, frozen=True):
     name: NonEmpty
     percent: int
     next: str | None = None
 
 
-class _Step(_Def, tag_field="type", kw_only=True):
+class _Step(_Def, tag_field="type", kw_only=True, frozen=True):
     id: NonEmpty
     name: str | None = None
 
 
-class HoldUntil(_Step, tag="hold_until", kw_only=True):
+class HoldUntil(_Step, tag="hold_until", kw_only=True, frozen=True):
     max_duration: str
     branches: list[HoldBranch]
     on_timeout: str | None = None
 
 
-class Delay(_Step, tag="delay", kw_only=True):
+class Delay(_Step, tag="delay", kw_only=True, frozen=True):
     duration: str
     next: str | None = None
 
 
-class DataSplit(_Step, tag="data_split", kw_only=True):
+class DataSplit(_Step, tag="data_split", kw_only=True, frozen=True):
     branches: list[SplitBranch]
     else_: str | None = msgspec.field(default=None, name="else")
 
 
-class RandomSplit(_Step, tag="random_split", kw_only=True):
+class RandomSplit(_Step, tag="random_split", kw_only=True, frozen=True):
     branches: list[RandomBranch]
     same_branch_per_user: bool = False
 
 
-class Send(_Step, tag="send", kw_only=True):
+class Send(_Step, tag="send", kw_only=True, frozen=True):
     destination: NonEmpty
     event_name: NonEmpty
     traits: list[str] = []
@@ -191,7 +191,7 @@ Step = HoldUntil | Delay | DataSplit | RandomSplit | Send
 STEP_TYPES = ("hold_until", "delay", "data_split", "random_split", "send")
 
 
-class Journey(_Def, kw_only=True):
+class Journey(_Def, kw_only=True, frozen=True):
     id: NonEmpty
     entry: Entry
     steps: list[Step]

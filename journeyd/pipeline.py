@@ -23,7 +23,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
@@ -32,10 +32,8 @@ from journeyd.dedup import DedupWindow
 from journeyd.delivery import DeliveryPool, PoolClosed
 from journeyd.engine import Delivery, Dropped, Engine
 from journeyd.errors import BadInput, DurabilityLost, StorageError, StorageFull
-from journeyd.ingest.inbound import Inbound, Item
+from journeyd.ingest.inbound import Inbound, Item, Reload, Tick
 from journeyd.log import RateLimitedLog
-from journeyd.model import Journey
-from journeyd.settings import Settings
 from journeyd.store.outbox import Outbox
 from journeyd.store.records import (
     ConfigRecord,
@@ -52,21 +50,6 @@ _log = log.get("journeyd.pipeline")
 BATCH = 1024
 APPLY_QUEUE = 8  # batches written but not yet applied
 FULL_RETRY_S = 1.0
-
-
-class Tick(NamedTuple):
-    """Ask the engine to fire due timers (from the timer loop)."""
-
-    now: float
-    done: trio.Event
-
-
-class Reload(NamedTuple):
-    """Install a new config at this point of the log (from SIGHUP)."""
-
-    settings: Settings
-    journeys: tuple[Journey, ...]
-    done: trio.Event
 
 
 _EVENT, _DUPLICATE, _TICK, _RELOAD = range(4)
@@ -207,7 +190,7 @@ class Pipeline:
                 _, _, item = entries.pop(position)
                 seen.remove(item)
                 self.dedup.forget(item.scope, item.event.messageId or "")
-                item.ticket.rejected(item.index, f"cannot be stored: {exc}")
+                item.ticket.rejected(item.position, f"cannot be stored: {exc}")
                 if not records:
                     return self.wal.written_seq
 
@@ -226,7 +209,7 @@ class Pipeline:
         for kind, _, item in entries:
             if kind in (_EVENT, _DUPLICATE):
                 self.counts["refused"] += 1
-                item.ticket.rejected(item.index, message)
+                item.ticket.rejected(item.position, message)
             else:
                 item.done.set()  # a tick or reload that is not logged did not happen
         suppressed = self._refuse_log.allow()
@@ -280,15 +263,15 @@ class Pipeline:
                 except Exception:
                     # Logged, so a replay hits the same error and skips it the same way.
                     _log.exception("engine.failed", message_id=message_id)
-                    item.ticket.rejected(item.index, "internal error; the event was not applied")
+                    item.ticket.rejected(item.position, "internal error; the event was not applied")
                     continue
                 self.counts["events"] += 1
-                item.ticket.accepted(item.index, message_id)
+                item.ticket.accepted(item.position, message_id)
                 if effects:
                     await self._dispatch(effects)
             elif kind == _DUPLICATE:
                 self.counts["duplicates"] += 1
-                item.ticket.accepted(item.index, item.event.messageId or "")
+                item.ticket.accepted(item.position, item.event.messageId or "")
             elif kind == _TICK:
                 effects = engine.fire_due(now)
                 item.done.set()

@@ -17,7 +17,7 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class DaemonSettings(_Section, kw_only=True):
+class DaemonSettings(_Section, kw_only=True, frozen=True):
     state_dir: str = "var/lib/journeyd"
     socket: str = "var/run/journeyd.sock"
     http: str = "127.0.0.1:8787"
@@ -29,7 +29,7 @@ class DaemonSettings(_Section, kw_only=True):
     wal_segment_mb: int = 64
 
 
-class IngestSettings(_Section, kw_only=True):
+class IngestSettings(_Section, kw_only=True, frozen=True):
     """How events come in: queue bound, size limits (Segment's), de-duplication window."""
 
     queue: int = 10000  # events waiting for the engine; full -> HTTP 503 / slower socket acks
@@ -41,7 +41,7 @@ class IngestSettings(_Section, kw_only=True):
     retry_after_s: int = 1  # what a saturated HTTP listener tells clients to wait
 
 
-class Limits(_Section, kw_only=True):
+class Limits(_Section, kw_only=True, frozen=True):
     """Every limit of the reference product, as a setting with the reference number."""
 
     events_per_second_per_user: int = 25
@@ -58,48 +58,48 @@ class Limits(_Section, kw_only=True):
     min_duration: str = "1s"
 
 
-class DeliverySettings(_Section, kw_only=True):
+class DeliverySettings(_Section, kw_only=True, frozen=True):
     workers: int = 32
     queue: int = 10000
     timeout: str = "10s"
     max_attempts: int = 8
 
 
-class _Destination(_Section, tag_field="type", kw_only=True):
+class _Destination(_Section, tag_field="type", kw_only=True, frozen=True):
     pass
 
 
-class FileDestination(_Destination, tag="file", kw_only=True):
+class FileDestination(_Destination, tag="file", kw_only=True, frozen=True):
     path: str
 
 
-class WebhookDestination(_Destination, tag="webhook", kw_only=True):
+class WebhookDestination(_Destination, tag="webhook", kw_only=True, frozen=True):
     url: str
     secret_env: str | None = None
     headers: dict[str, str] = {}
 
 
-class BrazeDestination(_Destination, tag="braze", kw_only=True):
+class BrazeDestination(_Destination, tag="braze", kw_only=True, frozen=True):
     endpoint: str
     api_key_env: str
     alias_label: str = "anonymous_id"
 
 
-class CustomerioDestination(_Destination, tag="customerio", kw_only=True):
+class CustomerioDestination(_Destination, tag="customerio", kw_only=True, frozen=True):
     site_id_env: str
     api_key_env: str
     region: Literal["us", "eu"] = "us"
     endpoint: str | None = None
 
 
-class IterableDestination(_Destination, tag="iterable", kw_only=True):
+class IterableDestination(_Destination, tag="iterable", kw_only=True, frozen=True):
     api_key_env: str
     region: Literal["us", "eu"] = "us"
     identify_by: Literal["userId", "email"] = "userId"
     endpoint: str | None = None
 
 
-class FunctionDestination(_Destination, tag="function", kw_only=True):
+class FunctionDestination(_Destination, tag="function", kw_only=True, frozen=True):
     function: str
 
 
@@ -114,14 +114,14 @@ Destination = (
 DESTINATION_TYPES = ("file", "webhook", "braze", "customerio", "iterable", "function")
 
 
-class Audience(_Section, kw_only=True):
+class Audience(_Section, kw_only=True, frozen=True):
     """A named set of trait conditions, evaluated against a profile when a rule asks."""
 
     all: list[Condition] = []
     any: list[Condition] = []
 
 
-class Settings(_Section, kw_only=True):
+class Settings(_Section, kw_only=True, frozen=True):
     daemon: DaemonSettings = DaemonSettings()
     ingest: IngestSettings = IngestSettings()
     limits: Limits = Limits()

@@ -58,6 +58,7 @@ from journeyd.settings import Settings
 
 _NO_PROPERTIES: Mapping[str, Any] = {}
 _NOTHING_TAKEN: set[tuple[str, str]] = set()  # shared empty default: never mutated
+_UNREAD: Any = object()
 TRUNCATED_MARKER = "journeyd_truncated"
 EXPIRY_GRACE_S = 0.001
 
@@ -162,7 +163,13 @@ class Engine:
         if not user:
             self._drop(out, now, "", "no_user", event)
             return out
-        if not self._admit(user, now):
+        second = int(now)  # the per-user rate limit, inline: it runs for every event
+        if second != self._rate_second:
+            self._rate_second = second
+            self._rate_counts = {}
+        counts = self._rate_counts
+        count = counts[user] = counts.get(user, 0) + 1
+        if count > self._events_per_second:
             self._drop(out, now, user, "rate_limit", event)
             return out
         if kind == "identify":
@@ -204,15 +211,6 @@ class Engine:
         return sum(j.active for j in self._live)
 
     # --- routing -------------------------------------------------------------------------
-
-    def _admit(self, user: str, now: float) -> bool:
-        second = int(now)
-        if second != self._rate_second:
-            self._rate_second = second
-            self._rate_counts = {}
-        count = self._rate_counts.get(user, 0) + 1
-        self._rate_counts[user] = count
-        return count <= self._events_per_second
 
     def _identify(self, user: str, traits: dict[str, Any]) -> None:
         state = self.users.get(user)
@@ -652,8 +650,7 @@ def _running(state: UserState, journey_id: str, identifier: str) -> bool:
 
 
 def _identifier(props: Mapping[str, Any], path: Any, seen: dict[Any, str | None]) -> str | None:
-    try:
-        return seen[path]
-    except KeyError:
+    value = seen.get(path, _UNREAD)
+    if value is _UNREAD:  # (not try/except: a raised KeyError per event is slow)
         value = seen[path] = identifier_value(lookup(props, path))
-        return value
+    return value  # type: ignore[no-any-return]

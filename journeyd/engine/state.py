@@ -57,6 +57,8 @@ def encode_properties(properties: Any) -> bytes:
 
 def with_entry(context: tuple[Any, ...], key: str, encoded: bytes) -> tuple[Any, ...]:
     """The context with `key` set to `encoded`, replacing an earlier capture under `key`."""
+    if len(context) == 2 and context[0] == key:  # the common case: one capture, replaced
+        return (key, encoded)
     for i in range(0, len(context), 2):
         if context[i] == key:
             return (*context[:i], key, encoded, *context[i + 2 :])

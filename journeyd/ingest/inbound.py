@@ -16,7 +16,8 @@ from typing import NamedTuple, Protocol
 
 import trio
 
-from journeyd.model import Event, format_timestamp, parse_timestamp
+from journeyd.model import Event, Journey, format_timestamp, parse_timestamp
+from journeyd.settings import Settings
 
 
 class Ticket(Protocol):
@@ -30,19 +31,34 @@ class Item(NamedTuple):
     received: float  # epoch seconds: the engine's `now` for this event
     scope: str  # de-duplication scope (the HTTP write key; "" for the socket)
     ticket: Ticket
-    index: int
+    position: int  # the ticket's own numbering (a line, or an index in a batch)
+
+
+class Tick(NamedTuple):
+    """Ask the engine to fire due timers (from the daemon's timer loop)."""
+
+    now: float
+    done: trio.Event
+
+
+class Reload(NamedTuple):
+    """Install a new config at this point of the log (from SIGHUP)."""
+
+    settings: Settings
+    journeys: tuple[Journey, ...]
+    done: trio.Event
 
 
 class Inbound:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._send, self.receive = trio.open_memory_channel[Item](capacity)
+        self._send, self.receive = trio.open_memory_channel[Item | Tick | Reload](capacity)
 
     @property
     def free(self) -> int:
         return self.capacity - self._send.statistics().current_buffer_used
 
-    async def put(self, item: Item) -> None:
+    async def put(self, item: Item | Tick | Reload) -> None:
         await self._send.send(item)
 
     def try_put(self, item: Item) -> bool:

@@ -364,3 +364,16 @@ def test_socket_backpressure_slows_acks_and_loses_nothing(workdir: Path) -> None
     finally:
         hook.close()
         daemon.kill()
+
+
+def test_an_event_the_log_cannot_hold_is_rejected_alone(daemon: DaemonProcess) -> None:
+    """An integer beyond 64 bits passes JSON but not the WAL's msgpack: that one event is
+    rejected with a reason, and the events around it in the same batch are accepted."""
+    lines = [
+        json.dumps(track("big", "Ping", n=1)).encode(),
+        json.dumps(track("big", "Ping", n=2**70)).encode(),
+        json.dumps(track("big", "Account Deleted")).encode(),
+    ]
+    answers = daemon.send_lines(lines)
+    assert [a["ok"] for a in answers] == [True, False, True]
+    assert "cannot be stored" in answers[1]["error"]

@@ -112,9 +112,9 @@ async def fake_engine(harness: Harness) -> None:
     async for item in harness.inbound.receive:
         harness.consumed.append(item)
         if harness.reject_with is not None:
-            item.ticket.rejected(item.index, harness.reject_with)
+            item.ticket.rejected(item.position, harness.reject_with)
         else:
-            item.ticket.accepted(item.index, item.event.messageId or "")
+            item.ticket.accepted(item.position, item.event.messageId or "")
 
 
 @asynccontextmanager
@@ -196,7 +196,7 @@ async def test_batch_paths_queue_every_item_in_order(path: str) -> None:
         ("identify", "u2"),
         ("track", "u3"),
     ]
-    assert [i.index for i in h.consumed] == [0, 1, 2]
+    assert [i.position for i in h.consumed] == [0, 1, 2]
     assert len({id(i.ticket) for i in h.consumed}) == 1  # one ticket for the whole request
 
 
@@ -601,11 +601,11 @@ async def test_answer_waits_for_the_engine_to_accept() -> None:
             first = await h.inbound.receive.receive()
             await trio.testing.wait_all_tasks_blocked()
             assert not answered.is_set()
-            first.ticket.accepted(first.index, "m")
+            first.ticket.accepted(first.position, "m")
             second = await h.inbound.receive.receive()
             await trio.testing.wait_all_tasks_blocked()
             assert not answered.is_set()  # one of two accepted is not enough
-            second.ticket.accepted(second.index, "m")
+            second.ticket.accepted(second.position, "m")
         assert results[0].status == 200
 
 
