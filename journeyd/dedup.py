@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
+_EVICT_EVERY = 256  # expired ids are swept in passes, not on every insert
+
 
 class DedupWindow:
-    __slots__ = ("_expiry", "_max_ids", "_window_s", "evicted_early")
+    __slots__ = ("_expiry", "_inserts", "_max_ids", "_window_s", "evicted_early")
 
     def __init__(self, window_s: float, max_ids: int) -> None:
         self._window_s = window_s
         self._max_ids = max_ids
         self._expiry: dict[bytes, float] = {}
+        self._inserts = 0
         self.evicted_early = 0
 
     def __len__(self) -> int:
@@ -29,7 +32,10 @@ class DedupWindow:
         expiry = self._expiry.get(key)
         if expiry is not None and expiry > now:
             return True
-        self._evict(now)
+        self._inserts += 1
+        if self._inserts >= _EVICT_EVERY or len(self._expiry) >= self._max_ids:
+            self._inserts = 0
+            self._evict(now)
         self._expiry.pop(key, None)  # re-insert at the end: keeps time order
         self._expiry[key] = now + self._window_s
         return False

@@ -243,12 +243,14 @@ class Pipeline:
             await self._synced.wait()
 
     async def _apply_loop(self, scope: trio.CancelScope) -> None:
+        heap = self.engine.timers.heap
         async for entries, last_seq in self._receive_apply:
             await self.durable(last_seq)
+            earliest = heap[0][0] if heap else None
             await self._apply(entries)
             self.applied_seq = max(self.applied_seq, last_seq)
-            if self.on_applied is not None:
-                self.on_applied()
+            if self.on_applied is not None and heap and (earliest is None or heap[0][0] < earliest):
+                self.on_applied()  # the earliest deadline moved closer: the timer loop re-plans
             if self._snapshot_due():
                 self.start_snapshot()
         scope.cancel()  # the committer has nothing left to wait for
