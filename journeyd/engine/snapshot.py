@@ -105,18 +105,22 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
     engine = Engine(meta.current, meta.settings)
     table = _compile_table(engine, meta.journeys)
     users = engine.users
-    timers = engine.timers
     intern = sys.intern
     rates: dict[str, int] = {}
+    armed: list[tuple[float, str, Instance]] = []
     for blob in shards:
         for record in _decode_users(blob):
             user = record.user
             instances = []
             for snap in record.instances:
                 journey = table[snap.journey]
-                context = tuple(
-                    intern(item) if i % 2 == 0 else item for i, item in enumerate(snap.context)
-                )
+                stored = snap.context
+                if len(stored) == 2:  # the common case: just the entry event
+                    context: tuple[Any, ...] = (intern(stored[0]), stored[1])
+                else:  # keys are shared strings, not one copy per instance
+                    context = tuple(
+                        intern(item) if i % 2 == 0 else item for i, item in enumerate(stored)
+                    )
                 inst = Instance(
                     journey,
                     user,
@@ -132,11 +136,12 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
                 )
                 journey.active += 1
                 if snap.deadline:
-                    timers.arm(inst, snap.deadline, inst.id)
+                    armed.append((snap.deadline, inst.id, inst))
                 instances.append(inst)
             users[user] = UserState(tuple(instances), record.traits, tuple(record.once))
             if record.rate:
                 rates[user] = record.rate
+    engine.timers.load(armed)
     engine.rate_window = (meta.rate_second, rates)
     engine.adopt(table)
     return engine

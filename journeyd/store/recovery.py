@@ -14,6 +14,7 @@ operator's way past it.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,22 @@ def recover(
     `settings`/`journeys` are used only when there is nothing on disk: otherwise the config
     in force is the one the log recorded, and the caller applies the file's config after.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # everything recovery builds is long-lived: collecting it meanwhile is waste
+    try:
+        return _recover(state_dir, settings, journeys, dedup, repair)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _recover(
+    state_dir: Path,
+    settings: Settings,
+    journeys: tuple[Journey, ...],
+    dedup: DedupWindow,
+    repair: bool,
+) -> Recovered:
     started = time.monotonic()
     wal_dir = state_dir / "wal"
     engine: Engine | None = None
