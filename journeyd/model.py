@@ -89,8 +89,13 @@ LIST_OPS = frozenset({"in", "not_in"})
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _Def(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base for config structs: immutable, keyword-only, and strict about unknown keys."""
+class _Def(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Base for config structs: immutable, keyword-only, and strict about unknown keys.
+
+    `omit_defaults` keeps a journey's encoding (and so its content version) unchanged
+    when a later release adds an optional key the journey does not use."""
 
 
 class Filter(_Def, kw_only=True, frozen=True):
@@ -185,6 +190,9 @@ class Send(_Step, tag="send", kw_only=True, frozen=True):
     event_name: NonEmpty
     traits: list[str] = []
     next: str | None = None
+    # destination field <- path in the default payload; when given, these are the
+    # properties sent (a mapped path that is missing is sent as null)
+    mapping: dict[str, str] = {}
 
 
 Step = HoldUntil | Delay | DataSplit | RandomSplit | Send

@@ -56,6 +56,7 @@ class Limits(_Section, kw_only=True, frozen=True):
     instance_lifetime: str = "365d"
     context_bytes: int = 32768
     min_duration: str = "1s"
+    mapping_fields: int = 100
 
 
 class DeliverySettings(_Section, kw_only=True, frozen=True):
@@ -66,7 +67,17 @@ class DeliverySettings(_Section, kw_only=True, frozen=True):
 
 
 class _Destination(_Section, tag_field="type", kw_only=True, frozen=True):
-    pass
+    """Delivery policy keys every destination takes; unset ones use the adapter's default."""
+
+    batch_size: int | None = None  # deliveries per request
+    batch_bytes: int | None = None  # request body bytes
+    batch_wait: str | None = None  # how long a partial batch waits for company
+    rate: float | None = None  # requests per second (token bucket)
+    concurrency: int | None = None  # requests in flight
+    timeout: str | None = None  # per attempt (default: delivery.timeout)
+    max_attempts: int | None = None  # default: delivery.max_attempts
+    max_age: str | None = None  # give up on a delivery older than this (default "3d")
+    queue: int | None = None  # deliveries held in memory; beyond that they wait on disk
 
 
 class FileDestination(_Destination, tag="file", kw_only=True, frozen=True):
@@ -80,9 +91,9 @@ class WebhookDestination(_Destination, tag="webhook", kw_only=True, frozen=True)
 
 
 class BrazeDestination(_Destination, tag="braze", kw_only=True, frozen=True):
-    endpoint: str
+    endpoint: str  # the instance's REST endpoint, e.g. https://rest.iad-01.braze.com
     api_key_env: str
-    alias_label: str = "anonymous_id"
+    alias_label: str = "anonymous_id"  # user_alias label for anonymous users
 
 
 class CustomerioDestination(_Destination, tag="customerio", kw_only=True, frozen=True):

@@ -388,6 +388,21 @@ def _step(
                 )
         case Send():
             _traits(step.traits, f"{path}.traits", found)
+            if len(step.mapping) > limits.mapping_fields:
+                found.append(
+                    (
+                        f"{path}.mapping",
+                        f"at most {limits.mapping_fields} fields (found {len(step.mapping)}; "
+                        "limits.mapping_fields sets the limit)",
+                    )
+                )
+            for field, source in step.mapping.items():
+                if not field:
+                    found.append((f"{path}.mapping", "field names must not be empty"))
+                if not source:
+                    found.append(
+                        (f"{path}.mapping.{field}", 'needs a payload path, e.g. "properties.email"')
+                    )
 
 
 def _branch_count(

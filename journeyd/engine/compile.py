@@ -114,6 +114,7 @@ class CompiledStep:
         "id",
         "index",
         "kind",
+        "mapping",
         "needs_context",
         "next",
         "per_user",
@@ -136,6 +137,7 @@ class CompiledStep:
         self.destination = ""
         self.event_name = ""
         self.traits: tuple[str, ...] = ()
+        self.mapping: tuple[tuple[str, Path], ...] = ()
 
 
 class ExitRuleC:
@@ -253,6 +255,7 @@ def _compile_steps(journey: Journey, audiences: Mapping[str, AudienceRule]) -> l
                 c.destination = step.destination
                 c.event_name = step.event_name
                 c.traits = tuple(step.traits)
+                c.mapping = tuple((field, split_path(path)) for field, path in step.mapping.items())
                 c.next = target(step.next)
         compiled.append(c)
     return compiled

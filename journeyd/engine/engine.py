@@ -43,7 +43,7 @@ from journeyd.engine.effects import (
     Stepped,
 )
 from journeyd.engine.ids import bucket, instance_id, message_id
-from journeyd.engine.payload import build_payload
+from journeyd.engine.payload import build_payload, map_fields
 from journeyd.engine.state import (
     Instance,
     UserState,
@@ -429,6 +429,7 @@ class Engine:
                     inst.read_context(),
                     at,
                     out,
+                    step.mapping,
                 )
                 target, branch = step.next, None
             elif kind == DATA_SPLIT:
@@ -574,6 +575,7 @@ class Engine:
         context: dict[str, Any],
         at: float,
         out: list[AnyEffect],
+        mapping: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         journey = inst.journey
         state = self.users.get(inst.user)
@@ -592,6 +594,8 @@ class Engine:
             traits=state.traits if state is not None else None,
             selected_traits=traits,
         )
+        if mapping:
+            payload["properties"] = map_fields(payload, mapping)
         self.counters["sent"] += 1
         out.append(
             Delivery(

@@ -6,7 +6,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from journeyd import __version__
+from journeyd.engine.conditions import MISSING, Path, lookup
 from journeyd.model import format_timestamp
+
+
+def map_fields(payload: Mapping[str, Any], mapping: Iterable[tuple[str, Path]]) -> dict[str, Any]:
+    """A send step's `mapping`: each destination field read from a path in the default
+    payload. A mapped path that is missing is sent as null (the user asked for the field);
+    what is not mapped is not sent."""
+    mapped = {}
+    for field, path in mapping:
+        value = lookup(payload, path)
+        mapped[field] = None if value is MISSING else value
+    return mapped
 
 
 def build_payload(

@@ -21,42 +21,24 @@ from journeyd.model import Journey
 from journeyd.settings import Settings
 
 
-class SnapInstance(msgspec.Struct, array_like=True, gc=False):
-    journey: int  # index into EngineMeta.journeys
-    identifier: str
-    id: str
-    anonymous: bool
-    entered_at: float
-    step: int
-    deadline: float
-    resets: int
-    context: list[Any]  # key, msgpack bytes, key, msgpack bytes, ...
-
-
-class SnapUser(msgspec.Struct, array_like=True):
-    user: str
-    traits: dict[str, Any] | None
-    once: list[str]
-    instances: list[SnapInstance]
-    rate: int = 0  # events counted in the rate limiter's current second
-
-
 class SnapJourney(msgspec.Struct, array_like=True):
     version: str
     definition: Journey
 
 
 class EngineMeta(msgspec.Struct, kw_only=True):
-    """What is not per user: the config in force and every journey version in use."""
+    """What is not per user: the config in force, every journey version in use, and the
+    rate limiter's current window."""
 
     settings: Settings
     current: list[Journey]
     journeys: list[SnapJourney]
     rate_second: int
+    rate_counts: dict[str, int] = {}
 
 
 _encode = msgspec.msgpack.Encoder().encode
-_decode_users = msgspec.msgpack.Decoder(list[SnapUser]).decode
+_decode_users = msgspec.msgpack.Decoder(dict[str, UserState]).decode
 
 
 def meta_of(engine: Engine) -> tuple[EngineMeta, dict[int, int]]:
@@ -67,37 +49,20 @@ def meta_of(engine: Engine) -> tuple[EngineMeta, dict[int, int]]:
         current=list(engine.definitions),
         journeys=[SnapJourney(j.version, j.definition) for j in table],
         rate_second=engine.rate_window[0],
+        rate_counts=dict(engine.rate_window[1]),
     )
     return meta, {id(j): index for index, j in enumerate(table)}
 
 
-def dump_users(
-    users: Iterable[tuple[str, UserState]], index_of: dict[int, int], rates: dict[str, int]
-) -> bytes:
-    records = [
-        SnapUser(
-            user,
-            state.traits,
-            list(state.once),
-            [
-                SnapInstance(
-                    index_of[id(inst.journey)],
-                    inst.identifier,
-                    inst.id,
-                    inst.anonymous,
-                    inst.entered_at,
-                    inst.step,
-                    inst.deadline,
-                    inst.resets,
-                    list(inst.context),
-                )
-                for inst in state.instances
-            ],
-            rates.get(user, 0),
-        )
-        for user, state in users
-    ]
-    return _encode(records)
+def dump_users(users: Iterable[tuple[str, UserState]], index_of: dict[int, int]) -> bytes:
+    """{user: UserState} as msgpack, each instance's journey written as its table index."""
+
+    def journey_index(obj: Any) -> int:
+        if isinstance(obj, CompiledJourney):
+            return index_of[id(obj)]
+        raise TypeError(f"cannot snapshot a {type(obj).__name__}")
+
+    return msgspec.msgpack.Encoder(enc_hook=journey_index).encode(dict(users))
 
 
 def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
@@ -106,43 +71,31 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
     table = _compile_table(engine, meta.journeys)
     users = engine.users
     intern = sys.intern
-    rates: dict[str, int] = {}
+    active = [0] * len(table)
     armed: list[tuple[float, str, Instance]] = []
     for blob in shards:
-        for record in _decode_users(blob):
-            user = record.user
-            instances = []
-            for snap in record.instances:
-                journey = table[snap.journey]
-                stored = snap.context
-                if len(stored) == 2:  # the common case: just the entry event
-                    context: tuple[Any, ...] = (intern(stored[0]), stored[1])
-                else:  # keys are shared strings, not one copy per instance
-                    context = tuple(
-                        intern(item) if i % 2 == 0 else item for i, item in enumerate(stored)
+        decoded = _decode_users(blob)
+        for user, state in decoded.items():
+            for inst in state.instances:
+                index = inst.journey
+                inst.journey = table[index]
+                active[index] += 1
+                inst.user = user  # one string per user, not one per instance
+                inst.timer = 0
+                context = inst.context
+                if len(context) == 2:  # the common case: just the entry event
+                    inst.context = (intern(context[0]), context[1])
+                elif context:  # keys are shared strings, not one copy per instance
+                    inst.context = tuple(
+                        intern(item) if i % 2 == 0 else item for i, item in enumerate(context)
                     )
-                inst = Instance(
-                    journey,
-                    user,
-                    snap.identifier,
-                    snap.id,
-                    snap.anonymous,
-                    snap.entered_at,
-                    snap.step,
-                    snap.deadline,
-                    0,
-                    snap.resets,
-                    context,
-                )
-                journey.active += 1
-                if snap.deadline:
-                    armed.append((snap.deadline, inst.id, inst))
-                instances.append(inst)
-            users[user] = UserState(tuple(instances), record.traits, tuple(record.once))
-            if record.rate:
-                rates[user] = record.rate
+                if inst.deadline:
+                    armed.append((inst.deadline, inst.id, inst))
+        users.update(decoded)
+    for journey, count in zip(table, active, strict=True):
+        journey.active += count
     engine.timers.load(armed)
-    engine.rate_window = (meta.rate_second, rates)
+    engine.rate_window = (meta.rate_second, dict(meta.rate_counts))
     engine.adopt(table)
     return engine
 
@@ -155,11 +108,9 @@ def _compile_table(engine: Engine, journeys: Sequence[SnapJourney]) -> list[Comp
             table.append(current)
             continue
         compiled = CompiledJourney(snap.definition, engine.audiences)
-        if compiled.version != snap.version:
-            raise ValueError(
-                f"journey {snap.definition.id}: stored version {snap.version} does not match "
-                f"its definition ({compiled.version})"
-            )
+        # The stored version names this definition as its instances knew it; keep it even
+        # if this release would hash the definition differently.
+        compiled.version = snap.version
         table.append(compiled)
     return table
 

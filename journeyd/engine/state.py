@@ -14,16 +14,19 @@ from typing import Any
 
 import msgspec
 
-from journeyd.engine.compile import CompiledJourney
-
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
 
-class Instance(msgspec.Struct, gc=False):
-    """One actor: a journey run for one (user, unique identifier value)."""
+class Instance(msgspec.Struct, gc=False, array_like=True):
+    """One actor: a journey run for one (user, unique identifier value).
 
-    journey: CompiledJourney
+    `array_like` and the `Any` on `journey` let a snapshot decode straight into instances:
+    there `journey` holds an index into the snapshot's journey table, swapped for the
+    compiled journey on restore. Everywhere else it is a CompiledJourney.
+    """
+
+    journey: Any  # CompiledJourney
     user: str
     identifier: str  # "" when the journey has no unique identifier
     id: str
@@ -40,7 +43,7 @@ class Instance(msgspec.Struct, gc=False):
         return {ctx[i]: _decode(ctx[i + 1]) for i in range(0, len(ctx), 2)}
 
 
-class UserState(msgspec.Struct, gc=False):
+class UserState(msgspec.Struct, gc=False, array_like=True):
     """What the engine knows of one profile. `instances` is a tuple so the GC can untrack it."""
 
     instances: tuple[Instance, ...] = ()

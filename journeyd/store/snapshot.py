@@ -28,10 +28,11 @@ from journeyd.dedup import DedupWindow
 from journeyd.engine import Delivery, Engine
 from journeyd.engine.ids import SHARDS, shard_of
 from journeyd.engine.snapshot import EngineMeta, dump_users, meta_of, restore
+from journeyd.engine.state import UserState
 from journeyd.errors import CorruptRecord, UnknownFormat
 from journeyd.store.outbox import Outbox
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: users as {user: UserState}, instances decoded in place
 _MAGIC = b"JDSNAP\r\n"
 _HEADER = struct.Struct("<8sHHIQ")  # magic, version, shard (0xFFFF = meta), crc32, length
 META_SHARD = 0xFFFF
@@ -83,15 +84,14 @@ def write_snapshot(
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
     meta, index_of = meta_of(engine)
-    rates = engine.rate_window[1]
-    buckets: list[list[tuple[str, object]]] = [[] for _ in range(SHARDS)]
+    buckets: list[list[tuple[str, UserState]]] = [[] for _ in range(SHARDS)]
     instances = 0
     for user, state in engine.users.items():
         buckets[shard_of(user)].append((user, state))
         instances += len(state.instances)
     total = 0
     for shard, members in enumerate(buckets):
-        body = dump_users(members, index_of, rates)  # type: ignore[arg-type]
+        body = dump_users(members, index_of)
         total += _write_file(temp / f"shard-{shard:02d}.bin", shard, body)
         members.clear()
     snapshot_meta = SnapshotMeta(

@@ -320,3 +320,39 @@ def test_help(tmp_path: Path, command: str | None, words: list[str]) -> None:
     assert result.stdout.startswith("usage: journeyd")
     for word in words:
         assert word in result.stdout
+
+
+def test_check_reports_destination_key_variables_that_are_not_set(tmp_path: Path) -> None:
+    """`check` names each destination whose *_env variable is unset, and exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "journeyd.toml").write_text(
+        "[destinations.crm]\n"
+        'type = "braze"\n'
+        'endpoint = "https://rest.iad-01.braze.com"\n'
+        'api_key_env = "JD_TEST_BRAZE_KEY"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JD_TEST_BRAZE_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "journeyd", "check", "-c", str(tmp_path / "journeyd.toml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "destinations.crm.api_key_env: environment variable JD_TEST_BRAZE_KEY is not set" in (
+        done.stderr
+    )
+    env["JD_TEST_BRAZE_KEY"] = "k"
+    done = subprocess.run(
+        [sys.executable, "-m", "journeyd", "check", "-c", str(tmp_path / "journeyd.toml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -259,7 +259,7 @@ def test_settings_shape_error_with_bad_journeys_dir_type(tmp_path: Path) -> None
         (
             journey(send("s", extra="wait = 1")),
             "steps[0].wait",
-            "destination, event_name, id, name, next, traits, type",
+            "destination, event_name, id, mapping, name, next, traits, type",
         ),
         (
             journey(hold("h", ['{ name = "a", event = "A", go = "x" }'])),

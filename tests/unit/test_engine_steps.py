@@ -488,3 +488,74 @@ def test_send_reads_context_at_send_time() -> None:
     assert by_cart["c2"].payload["properties"]["journey_context"] == {
         "Cart Modified": {"cart_id": "c2", "total": 99}
     }
+
+
+def test_send_mapping_defines_the_properties_sent() -> None:
+    """A send step's mapping sends exactly the mapped fields; a mapped path that is missing
+    is sent as null, and nothing unmapped is sent."""
+    from engine_helpers import make_engine
+
+    engine = make_engine(
+        """
+        id = "mapped"
+        [entry]
+        event = "Signed Up"
+        rule = "once"
+        [[steps]]
+        id = "out"
+        type = "send"
+        destination = "outbox"
+        event_name = "Welcome"
+        traits = ["email"]
+        [steps.mapping]
+        email = "properties.email"
+        seats = "properties.journey_context.Signed Up.seats"
+        plan = "properties.plan"
+        who = "userId"
+        """
+    )
+    from journeyd.model import Event
+
+    engine.handle(Event(type="identify", userId="u1", traits={"email": "a@b.c"}), 1000.0)
+    effects = engine.handle(
+        Event(type="track", userId="u1", event="Signed Up", properties={"seats": 3}), 1001.0
+    )
+    (delivery,) = [e for e in effects if e.__struct_config__.tag == "send"]
+    assert delivery.payload["properties"] == {
+        "email": "a@b.c",
+        "seats": 3,
+        "plan": None,
+        "who": "u1",
+    }
+
+
+def test_mapping_limits_are_validated() -> None:
+    """More mapped fields than limits.mapping_fields, or an empty path, is a config error."""
+    import msgspec
+    from engine_helpers import make_settings
+
+    from journeyd.model import Journey
+    from journeyd.validate import check_journey
+
+    definition = msgspec.convert(
+        {
+            "id": "m",
+            "entry": {"event": "Signed Up", "rule": "once"},
+            "steps": [
+                {
+                    "id": "out",
+                    "type": "send",
+                    "destination": "outbox",
+                    "event_name": "E",
+                    "mapping": {"a": "userId", "b": "", "c": "event"},
+                }
+            ],
+        },
+        Journey,
+    )
+    problems = check_journey(definition, make_settings(limits={"mapping_fields": 2}))
+    assert (
+        "steps[0].mapping",
+        "at most 2 fields (found 3; limits.mapping_fields sets the limit)",
+    ) in problems
+    assert any(where == "steps[0].mapping.b" and "payload path" in what for where, what in problems)
