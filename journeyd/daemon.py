@@ -37,6 +37,7 @@ from journeyd.ingest.unix import bind_unix, serve_unix
 from journeyd.pipeline import Pipeline
 from journeyd.store.records import ConfigRecord
 from journeyd.store.recovery import config_differs, recover
+from journeyd.store.redrive import pending_redrives
 from journeyd.store.wal import WalWriter
 from journeyd.systemd import Notifier, listen_fds, watchdog_loop
 from journeyd.validate import parse_listen_address
@@ -73,6 +74,7 @@ class Daemon:
         self._stop_accepting = trio.Event()  # both listeners stop taking input
         self._pipeline_done = trio.Event()
         self._pool_done = trio.Event()
+        self._redrive_wanted = trio.Event()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class Daemon:
                 if self._owed:
                     _log.info("outbox.requeued", deliveries=len(self._owed))
                     root.start_soon(pipeline.requeue, self._owed)
+                root.start_soon(self._redrive_loop)
                 listeners = await root.start(self._listeners, sockets)
                 root.start_soon(watchdog_loop, self.notifier)
                 root.start_soon(self._status_loop)
@@ -275,11 +278,13 @@ class Daemon:
             self._pool_done.set()
 
     async def _signals(self) -> None:
-        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
         with trio.open_signal_receiver(*wanted) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()
+                elif signum == signal.SIGUSR2:
+                    self._redrive_wanted.set()
                 elif signum == signal.SIGUSR1:
                     _log.info("snapshot.requested")
                     if self.pipeline is not None:
@@ -354,6 +359,17 @@ class Daemon:
                 done = trio.Event()
                 await self.inbound.put(Tick(time.time(), done))
                 await done.wait()
+
+    async def _redrive_loop(self) -> None:
+        """Pick up `journeyd dlq redrive` files: at start, then on each SIGUSR2."""
+        assert self.pipeline is not None
+        while True:
+            for path, deliveries in pending_redrives(self.state_dir):
+                await self.pipeline.redrive(deliveries)
+                path.unlink()
+                _log.info("dlq.redriven", deliveries=len(deliveries), file=path.name)
+            await self._redrive_wanted.wait()
+            self._redrive_wanted = trio.Event()
 
     def _poke_timers(self) -> None:
         """A batch was applied: the earliest deadline may have moved."""

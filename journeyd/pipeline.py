@@ -326,6 +326,18 @@ class Pipeline:
         else:
             self._written.set()
 
+    async def redrive(self, deliveries: list[Delivery]) -> None:
+        """Dead letters sent again: logged as intents (owed like any delivery), then queued."""
+        self.wal.append([IntentRecord(d) for d in deliveries])
+        await self._sync_if_durable()
+        for delivery in deliveries:
+            self.outbox.add(delivery)
+        await self.requeue(deliveries)
+
+    async def _sync_if_durable(self) -> None:
+        if self.fsync != "off":
+            await self._sync()
+
     async def requeue(self, deliveries: list[Delivery]) -> None:
         """Deliveries recovered from the outbox go back to the pool with their messageIds."""
         for delivery in deliveries:

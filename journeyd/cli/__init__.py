@@ -8,7 +8,17 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from journeyd import __version__
-from journeyd.cli import check, inspect, preview, recover, run, send, simulate, snapshot
+from journeyd.cli import (
+    check,
+    dlq,
+    inspect,
+    preview,
+    recover,
+    run,
+    send,
+    simulate,
+    snapshot,
+)
 
 COMMANDS: tuple[ModuleType, ...] = (
     run,
@@ -19,6 +29,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     inspect,
     snapshot,
     recover,
+    dlq,
 )
 
 

@@ -6,6 +6,10 @@ header, a secret or a signature: the file is meant to be read and shared while d
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +79,48 @@ class DeadLetterFile:
 
     def _write(self, line: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as handle:
+        with _locked(self.path), self.path.open("ab") as handle:
             handle.write(line)
             handle.flush()
 
 
 def read_dead_letters(path: Path) -> list[DeadLetter]:
-    """For tests and the future `journeyd dlq` command."""
     if not path.exists():
         return []
     decoder = msgspec.json.Decoder(DeadLetter)
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def take_dead_letters(path: Path, selected: Callable[[DeadLetter], bool]) -> list[DeadLetter]:
+    """Remove the selected records from the file and return them.
+
+    Runs under the same lock the daemon takes to append, and replaces the file by rename,
+    so a dead letter written meanwhile is neither lost nor half-read.
+    """
+    if not path.exists():
+        return []
+    with _locked(path):
+        records = read_dead_letters(path)
+        taken = [r for r in records if selected(r)]
+        if taken:
+            kept = [r for r in records if not selected(r)]
+            encode = msgspec.json.Encoder().encode
+            temp = path.with_name(path.name + ".tmp")
+            with temp.open("wb") as handle:
+                handle.writelines(encode(r) + b"\n" for r in kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+    return taken
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on `<file>.lock`, shared by the daemon and `journeyd dlq`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / (path.name + ".lock")).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
