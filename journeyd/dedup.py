@@ -56,13 +56,22 @@ class DedupWindow:
         return blake2b(f"{scope}\x1f{message_id}".encode(), digest_size=8).digest()
 
     def _evict(self, now: float) -> None:
+        """Drop expired ids, and the oldest beyond capacity, in one pass from the front.
+
+        One pass, not a pop per id: `next(iter(d))` rescans every slot freed at the front
+        since the dict last compacted, which made eviction quadratic at a million ids.
+        """
         expiry = self._expiry
-        while expiry:
-            first = next(iter(expiry))
-            if expiry[first] <= now:
-                del expiry[first]
-            elif len(expiry) >= self._max_ids:
-                del expiry[first]
+        # Past capacity, free a little headroom so the next inserts need no sweep.
+        excess = len(expiry) - (self._max_ids - min(_EVICT_EVERY, self._max_ids // 4))
+        victims = []
+        for key, when in expiry.items():
+            if when <= now:
+                victims.append(key)
+            elif len(victims) < excess:
+                victims.append(key)
                 self.evicted_early += 1
             else:
                 break
+        for key in victims:
+            del expiry[key]
