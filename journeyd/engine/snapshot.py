@@ -72,7 +72,8 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
     users = engine.users
     intern = sys.intern
     active = [0] * len(table)
-    armed: list[tuple[float, str, Instance]] = []
+    armed: list[tuple[float, str, int, Instance]] = []  # heap entries, see TimerQueue
+    token = 1
     for blob in shards:
         decoded = _decode_users(blob)
         for user, state in decoded.items():
@@ -81,7 +82,6 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
                 inst.journey = table[index]
                 active[index] += 1
                 inst.user = user  # one string per user, not one per instance
-                inst.timer = 0
                 context = inst.context
                 if len(context) == 2:  # the common case: just the entry event
                     inst.context = (intern(context[0]), context[1])
@@ -90,11 +90,15 @@ def restore(meta: EngineMeta, shards: Iterable[bytes]) -> Engine:
                         intern(item) if i % 2 == 0 else item for i, item in enumerate(context)
                     )
                 if inst.deadline:
-                    armed.append((inst.deadline, inst.id, inst))
+                    inst.timer = token
+                    armed.append((inst.deadline, inst.id, token, inst))
+                    token += 1
+                else:
+                    inst.timer = 0
         users.update(decoded)
     for journey, count in zip(table, active, strict=True):
         journey.active += count
-    engine.timers.load(armed)
+    engine.timers.load(armed, token)
     engine.rate_window = (meta.rate_second, dict(meta.rate_counts))
     engine.adopt(table)
     return engine

@@ -44,16 +44,13 @@ class TimerQueue:
         if self._stale > 1024 and self._stale * 2 > len(self.heap):
             self._compact()
 
-    def load(self, timers: list[tuple[float, str, Any]]) -> None:
-        """Arm many (deadline, key, owner) at once: one heapify instead of n pushes
-        (restoring a snapshot of a million waiting instances)."""
-        entries = []
-        token = self._next_token
-        for deadline, key, owner in timers:
-            owner.timer = token
-            entries.append((deadline, key, token, owner))
-            token += 1
-        self._next_token = token
+    def load(self, entries: list[tuple[float, str, int, Any]], next_token: int) -> None:
+        """Arm many timers at once (restoring a snapshot of a million waiting instances):
+        the caller built the heap entries and set each owner's `timer` to its entry's token
+        (all below `next_token`); one heapify instead of a million pushes."""
+        if self.heap:
+            raise RuntimeError("TimerQueue.load needs an empty queue")
+        self._next_token = max(self._next_token, next_token)
         self.heap.extend(entries)
         heapq.heapify(self.heap)
 
