@@ -18,6 +18,7 @@ from journeyd.cli import (
     send,
     simulate,
     snapshot,
+    test_send,
 )
 
 COMMANDS: tuple[ModuleType, ...] = (
@@ -30,6 +31,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     snapshot,
     recover,
     dlq,
+    test_send,
 )
 
 
