@@ -98,6 +98,7 @@ class Pipeline:
         self._written = trio.Event()
         self._synced = trio.Event()
         self._snapshot_child: int | None = None
+        self._child_started = trio.Event()
         self._last_snapshot_at = time.monotonic()
         self._last_snapshot_seq = wal.written_seq
         self._drop_log = RateLimitedLog()
@@ -376,13 +377,15 @@ class Pipeline:
         self.longest_pause_s = max(self.longest_pause_s, pause)
         self._snapshot_child = pid
         self._snapshot_started = (seq, time.monotonic(), pause)
+        self._child_started.set()
 
     async def reap_snapshots(self) -> None:
         """Wait for snapshot children, then prune what the new snapshot made redundant."""
         while True:
             pid = self._snapshot_child
             if pid is None:
-                await trio.sleep(0.05)
+                await self._child_started.wait()
+                self._child_started = trio.Event()
                 continue
             _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0, abandon_on_cancel=True)
             self._snapshot_child = None
