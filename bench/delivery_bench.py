@@ -1,6 +1,6 @@
 """Delivery benchmark: deliveries/s from the sender pool to a local webhook receiver and to a file.
 
-Run: .venv/bin/python bench/delivery_bench.py [--count N] [--workers N] [--queue N] [--unsigned]
+Run: .venv/bin/python bench/delivery_bench.py [--count N] [--concurrency N] [--unsigned]
 The webhook receiver runs in a separate process (the test suite's real HTTP server, h11 over
 trio TCP) so the pool does not share its event loop with the server it is measuring against.
 Figures are printed, never asserted: machines differ and tests must not be timing-bound.
@@ -38,7 +38,7 @@ def deliveries(count: int, destination: str) -> list[Delivery]:
         message_id = f"5f0c4a8e-0000-4000-8000-{i:012d}"
         out.append(
             Delivery(
-                at=BASE,
+                at=time.time(),  # max_age counts from here
                 user=f"user-{i:06d}",
                 journey="cart-abandonment",
                 instance=f"{i:016x}",
@@ -74,7 +74,7 @@ async def measure(
 ) -> tuple[float, dict[str, int]]:
     pool = DeliveryPool(
         {"bench": destination},
-        DeliverySettings(workers=args.workers, queue=args.queue, timeout="10s", max_attempts=3),
+        DeliverySettings(timeout="10s", max_attempts=3),
         resolve_path=lambda p: workdir / p,
         dead_letter_path=workdir / "dead-letters.jsonl",
         environ={"BENCH_SECRET": SECRET},
@@ -113,7 +113,10 @@ async def main(args: argparse.Namespace) -> None:
         workdir = Path(tmp)
         if args.target in ("file", "both"):
             elapsed, stats = await measure(
-                FileDestination(path="deliveries.jsonl"), args.count, args, workdir
+                FileDestination(path="deliveries.jsonl", concurrency=args.concurrency),
+                args.count,
+                args,
+                workdir,
             )
             report("file", args.count, elapsed, stats)
         if args.target in ("webhook", "both"):
@@ -129,6 +132,7 @@ async def main(args: argparse.Namespace) -> None:
                 hook = WebhookDestination(
                     url=f"http://127.0.0.1:{port}/hook",
                     secret_env=None if args.unsigned else "BENCH_SECRET",
+                    concurrency=args.concurrency,
                 )
                 await measure(hook, min(200, args.count), args, workdir)  # warm up
                 elapsed, stats = await measure(hook, args.count, args, workdir)
@@ -141,8 +145,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000)
-    parser.add_argument("--workers", type=int, default=32)
-    parser.add_argument("--queue", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     parser.add_argument("--target", choices=["file", "webhook", "both"], default="both")
     parser.add_argument("--unsigned", action="store_true", help="webhook without a secret")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -155,5 +158,7 @@ if __name__ == "__main__":
         print(
             "command:", shlex.join([".venv/bin/python", "bench/delivery_bench.py", *sys.argv[1:]])
         )
-        print(f"python {sys.version.split()[0]}, trio {trio.__version__}, workers={ns.workers}")
+        print(
+            f"python {sys.version.split()[0]}, trio {trio.__version__}, concurrency={ns.concurrency}"
+        )
         trio.run(main, ns)

@@ -62,7 +62,10 @@ class Daemon:
             settings.delivery,
             resolve_path=config.resolve,
             dead_letter_path=state_dir / "dead-letters.jsonl",
+            spill_dir=state_dir / "spill",
             on_outcome=self._on_outcome,
+            on_spilled=self._on_spilled,
+            on_unspilled=self._on_unspilled,
         )
         self.http_app = SegmentApp(
             self.inbound, settings.daemon.write_keys, settings.ingest, lambda: self.ready
@@ -106,6 +109,11 @@ class Daemon:
             wal.append([ConfigRecord(settings, list(journeys))])
             found.engine.load(journeys, settings)
         self._owed = found.outbox.pending()
+        if found.spill is not None:
+            # Deliveries the outbox owes again are re-queued below: any copy of them still
+            # in a spill queue must not go out twice; nor may those settled since.
+            owed = {d.message_id for d in self._owed}
+            self.pool.restore(found.spill, skip_message_ids=found.settled_after_snapshot | owed)
         return Pipeline(
             engine=found.engine,
             dedup=dedup,
@@ -374,6 +382,16 @@ class Daemon:
     def _poke_timers(self) -> None:
         """A batch was applied: the earliest deadline may have moved."""
         self._timer_wake.set()
+
+    def _on_spilled(self, delivery: Delivery) -> None:
+        """The delivery now waits in a spill file on disk: the outbox can drop it."""
+        if self.pipeline is not None:
+            self.pipeline.outbox.done(delivery.message_id)
+
+    def _on_unspilled(self, delivery: Delivery) -> None:
+        """Back in memory from its spill file, and still owed."""
+        if self.pipeline is not None:
+            self.pipeline.outbox.add(delivery)
 
     def _on_outcome(self, delivery: Delivery, outcome: str, attempts: int) -> None:
         if self.pipeline is not None:

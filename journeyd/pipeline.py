@@ -30,6 +30,7 @@ import trio
 from journeyd import log
 from journeyd.dedup import DedupWindow
 from journeyd.delivery import DeliveryPool, PoolClosed
+from journeyd.delivery.spill import SpillCursor
 from journeyd.engine import Delivery, Dropped, Engine
 from journeyd.errors import BadInput, DurabilityLost, StorageError, StorageFull
 from journeyd.ingest.inbound import Inbound, Item, Reload, Tick
@@ -333,7 +334,7 @@ class Pipeline:
         await self._sync_if_durable()
         for delivery in deliveries:
             self.outbox.add(delivery)
-        await self.requeue(deliveries)
+        await self.pool.redrive(deliveries)
 
     async def _sync_if_durable(self) -> None:
         if self.fsync != "off":
@@ -366,13 +367,14 @@ class Pipeline:
         self.snapshot_requested = False
         self._last_snapshot_at = time.monotonic()
         started = time.perf_counter()
+        spill = self.pool.checkpoint()  # no await between this and the fork
         try:
             pid = os.fork()
         except OSError as exc:
             _log.error("snapshot.fork_failed", error=str(exc))
             return
         if pid == 0:  # the child: never returns
-            _snapshot_child(self.snapshots_dir, seq, self.engine, self.dedup, self.outbox)
+            _snapshot_child(self.snapshots_dir, seq, self.engine, self.dedup, self.outbox, spill)
         pause = time.perf_counter() - started
         self.longest_pause_s = max(self.longest_pause_s, pause)
         self._snapshot_child = pid
@@ -420,7 +422,9 @@ class Pipeline:
             self._snapshot_child = None
         # Everything written is applied by now (intents and outcomes included).
         seq = max(self.applied_seq, self.wal.written_seq)
-        info = write_snapshot(self.snapshots_dir, seq, self.engine, self.dedup, self.outbox)
+        info = write_snapshot(
+            self.snapshots_dir, seq, self.engine, self.dedup, self.outbox, self.pool.checkpoint()
+        )
         _log.info(
             "snapshot.written",
             seq=info.seq,
@@ -433,7 +437,12 @@ class Pipeline:
 
 
 def _snapshot_child(
-    directory: Path, seq: int, engine: Engine, dedup: DedupWindow, outbox: Outbox
+    directory: Path,
+    seq: int,
+    engine: Engine,
+    dedup: DedupWindow,
+    outbox: Outbox,
+    spill: dict[str, SpillCursor],
 ) -> None:
     """Runs in the forked child: write, then leave without running any parent cleanup."""
     code = 1
@@ -445,7 +454,7 @@ def _snapshot_child(
         import gc  # noqa: PLC0415
 
         gc.disable()  # collections would touch (and so copy) every page of the parent
-        write_snapshot(directory, seq, engine, dedup, outbox)
+        write_snapshot(directory, seq, engine, dedup, outbox, spill)
         code = 0
     finally:
         os._exit(code)

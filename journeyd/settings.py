@@ -60,8 +60,9 @@ class Limits(_Section, kw_only=True, frozen=True):
 
 
 class DeliverySettings(_Section, kw_only=True, frozen=True):
-    workers: int = 32
-    queue: int = 10000
+    """Defaults for every destination; each destination's own keys override them."""
+
+    queue: int = 10000  # deliveries kept in memory when a spill disk refuses writes
     timeout: str = "10s"
     max_attempts: int = 8
 

@@ -124,7 +124,7 @@ def check_settings(settings: Settings) -> Found:
         )
 
     delivery = settings.delivery
-    for name in ("workers", "queue", "max_attempts"):
+    for name in ("queue", "max_attempts"):
         if getattr(delivery, name) < 1:
             found.append((f"delivery.{name}", "must be at least 1"))
     _duration(delivery.timeout, "delivery.timeout", found)

@@ -24,6 +24,7 @@ import msgspec
 
 from journeyd import log
 from journeyd.dedup import DedupWindow
+from journeyd.delivery.spill import SpillCursor
 from journeyd.engine import Delivery, Engine
 from journeyd.errors import CorruptRecord, StorageError, UnknownFormat
 from journeyd.model import Journey
@@ -56,6 +57,10 @@ class Recovered:
     seconds: float
     torn: tuple[Path, int] | None
     replay_counts: dict[str, int] = field(default_factory=dict)
+    # The snapshot's spill cursors (None without a snapshot: the full replay makes the
+    # outbox complete), and messageIds settled after the snapshot.
+    spill: dict[str, SpillCursor] | None = None
+    settled_after_snapshot: set[str] = field(default_factory=set)
 
 
 def recover(
@@ -94,6 +99,8 @@ def _recover(
     after = 0
     snapshot_path = None
     created_at = None
+    spill: dict[str, SpillCursor] | None = None
+    settled: set[str] = set()
     for seq, path in list_snapshots(state_dir / "snapshots"):
         try:
             loaded = load_snapshot(path)
@@ -101,6 +108,7 @@ def _recover(
             _log.error("snapshot.unusable", path=str(path), error=str(exc), trying="an older one")
             continue
         engine, outbox, after = loaded.engine, loaded.outbox, seq
+        spill = loaded.spill
         dedup.restore(loaded.dedup_entries)
         snapshot_path, created_at = path, loaded.created_at
         break
@@ -149,6 +157,7 @@ def _recover(
         elif isinstance(record, OutcomeRecord):
             counts["outcomes"] += 1
             outbox.done(record.message_id)
+            settled.add(record.message_id)
         elif isinstance(record, ConfigRecord):
             counts["configs"] += 1
             engine.load(tuple(record.journeys), record.settings)
@@ -165,6 +174,8 @@ def _recover(
         seconds=time.monotonic() - started,
         torn=torn,
         replay_counts=counts,
+        spill=spill,
+        settled_after_snapshot=settled,
     )
 
 

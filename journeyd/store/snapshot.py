@@ -25,6 +25,7 @@ from pathlib import Path
 import msgspec
 
 from journeyd.dedup import DedupWindow
+from journeyd.delivery.spill import SpillCursor
 from journeyd.engine import Delivery, Engine
 from journeyd.engine.ids import SHARDS, shard_of
 from journeyd.engine.snapshot import EngineMeta, dump_users, meta_of, restore
@@ -47,6 +48,9 @@ class SnapshotMeta(msgspec.Struct, kw_only=True):
     shards: int
     instances: int
     users: int
+    # Where each destination's spill queue stood (deliveries waiting on disk, not in the
+    # outbox): recovery truncates the spill to these and replays the WAL after.
+    spill: dict[str, SpillCursor] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class Loaded:
     dedup_entries: list[tuple[bytes, float]]
     outbox: Outbox
     created_at: float
+    spill: dict[str, SpillCursor]
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -74,7 +79,12 @@ _decode_meta = msgspec.msgpack.Decoder(SnapshotMeta).decode
 
 
 def write_snapshot(
-    directory: Path, seq: int, engine: Engine, dedup: DedupWindow, outbox: Outbox
+    directory: Path,
+    seq: int,
+    engine: Engine,
+    dedup: DedupWindow,
+    outbox: Outbox,
+    spill: dict[str, SpillCursor] | None = None,
 ) -> SnapshotInfo:
     """Write the state as of WAL seq `seq` and return where it went (synchronous)."""
     started = time.monotonic()
@@ -103,6 +113,7 @@ def write_snapshot(
         shards=SHARDS,
         instances=instances,
         users=len(engine.users),
+        spill=spill or {},
     )
     total += _write_file(temp / "meta.bin", META_SHARD, _encode(snapshot_meta))
     _fsync_dir(temp)
@@ -140,7 +151,9 @@ def load_snapshot(path: Path) -> Loaded:
         engine = restore(meta.engine, blobs)
     except (msgspec.DecodeError, ValueError) as exc:
         raise CorruptRecord(path, 0, f"undecodable snapshot: {exc}") from None
-    return Loaded(meta.seq, path, engine, meta.dedup, Outbox(meta.outbox), meta.created_at)
+    return Loaded(
+        meta.seq, path, engine, meta.dedup, Outbox(meta.outbox), meta.created_at, meta.spill
+    )
 
 
 def prune_snapshots(directory: Path, keep: int = 2) -> list[Path]:

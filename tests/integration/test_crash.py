@@ -490,7 +490,7 @@ def test_kill_9_during_slow_webhook_delivery_resends_with_the_same_message_id(
     settings = {
         **crash_settings("batch"),
         "delivery": {"timeout": "120s"},
-        "destinations": {"hook": {"type": "webhook", "url": webhook.url}},
+        "destinations": {"hook": {"type": "webhook", "url": webhook.url, "concurrency": 16}},
     }
     with short_dir() as directory:
         daemon = start_daemon(directory, journeys=[HOOK_JOURNEY], settings=settings)

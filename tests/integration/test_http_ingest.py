@@ -110,7 +110,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     handle = launch(
         tmp_path_factory.mktemp("http"),
         journeys=[CART, PING],
-        settings={"daemon": {"write_keys": [KEY, SECOND_KEY]}, "delivery": {"workers": 1}},
+        settings={
+            "daemon": {"write_keys": [KEY, SECOND_KEY]},
+            "destinations": {
+                "outbox": {"type": "file", "path": "deliveries.jsonl", "concurrency": 1}
+            },
+        },
     )
     try:
         yield handle
@@ -553,15 +558,20 @@ FLOOD = {
 
 
 def test_backpressure_503_with_bounded_memory_and_nothing_lost(tmp_path: Path) -> None:
-    """A blocked destination fills the queues: 503 + Retry-After, bounded RSS, no 200 lost."""
+    """A flood beyond what the engine takes gets 503 + Retry-After; a destination that is
+    down meanwhile neither stalls ingest nor grows memory (its deliveries wait on disk);
+    every event answered 200 is delivered once the destination is back."""
     hook = HeldWebhook()
     handle = launch(
         tmp_path,
         journeys=[FLOOD],
         settings={
+            "daemon": {"fsync": "always"},  # a slower pipeline: the tiny queue fills
             "ingest": {"queue": 5, "max_batch_events": 5},
-            "delivery": {"queue": 1, "workers": 1, "timeout": "60s"},
-            "destinations": {"hook": {"type": "webhook", "url": hook.url}},
+            "delivery": {"timeout": "60s"},
+            "destinations": {
+                "hook": {"type": "webhook", "url": hook.url, "concurrency": 4, "queue": 10}
+            },
         },
     )
     assert handle.http_url is not None
@@ -640,12 +650,14 @@ def test_backpressure_503_with_bounded_memory_and_nothing_lost(tmp_path: Path) -
             assert response.json()["success"] is False
             assert response.json()["code"] == "overloaded"
         accepted = {u for status, users, _ in results if status == 200 for u in users}
-        assert accepted, "nothing was accepted at all"
-        # The pipeline really was stuck behind the one held delivery, and requests whose
-        # events sat in the queue were answered 200 only after it moved again.
-        assert held_at_release == [1]
-        late = [status for status, _, _ in results[answered_at_release[0] :]]
-        assert 200 in late, "no request was waiting in the queue at release"
+        # The destination held its requests the whole time, yet ingest went on accepting
+        # far more than its in-memory queue (10) could hold: the rest waited on disk.
+        assert 1 <= held_at_release[0] <= 4
+        accepted_while_down = {
+            u for status, users, _ in results[: answered_at_release[0]] if status == 200
+            for u in users
+        }  # fmt: skip
+        assert len(accepted_while_down) > 100, len(accepted_while_down)
         # Bounded: far below both the absolute cap and what the flood pushed through.
         peak = max(rss_samples)
         assert peak < 200, f"RSS peaked at {peak:.0f} MB"
@@ -653,7 +665,7 @@ def test_backpressure_503_with_bounded_memory_and_nothing_lost(tmp_path: Path) -
             f"RSS grew {peak - baseline_mb:.0f} MB while {sent_mb():.0f} MB were sent"
         )
 
-        wait_until(lambda: hook.users() >= accepted, timeout=30, what="every 200 delivered")
+        wait_until(lambda: hook.users() >= accepted, timeout=180, what="every 200 delivered")
         assert handle.stop() == 0
         # All-or-nothing: what was refused with 503 never ran.
         assert hook.users() == accepted

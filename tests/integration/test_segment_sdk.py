@@ -51,7 +51,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     handle = start_daemon(
         tmp_path_factory.mktemp("sdk"),
         journeys=[CART, PING],
-        settings={"delivery": {"workers": 1}},  # deliveries land in the order they were made
+        # one write at a time: deliveries land in the order they were made
+        settings={
+            "destinations": {
+                "outbox": {"type": "file", "path": "deliveries.jsonl", "concurrency": 1}
+            }
+        },
     )
     try:
         assert handle.http_url is not None

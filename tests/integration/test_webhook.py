@@ -68,7 +68,7 @@ async def running_pool(
     )
     pool = DeliveryPool(
         {"hook": config},
-        DeliverySettings(workers=2, queue=10, timeout=attempt_timeout, max_attempts=max_attempts),
+        DeliverySettings(queue=10, timeout=attempt_timeout, max_attempts=max_attempts),
         resolve_path=lambda p: tmp_path / p,
         dead_letter_path=tmp_path / "dead-letters.jsonl",
         environ={"HOOK_SECRET": secret} if secret else {},
@@ -280,7 +280,7 @@ async def test_400_is_dead_lettered_at_once(
     assert len(receiver.requests) == 1
     [letter] = dead_letters(tmp_path)
     assert letter.attempts == 1
-    assert letter.error == "HTTP 400: properties.total: expected string"
+    assert letter.error == "the webhook answered HTTP 400: properties.total: expected string"
     assert letter.last_request is not None
     assert (letter.last_request.method, letter.last_request.url, letter.last_request.status) == (
         "POST",
@@ -308,7 +308,7 @@ async def test_dead_letter_after_max_attempts_keeps_the_last_error(
         await pool.submit(delivery(1))
     assert len(receiver.requests) == 3
     [letter] = dead_letters(tmp_path)
-    assert (letter.attempts, letter.error) == (3, "HTTP 503: maintenance")
+    assert (letter.attempts, letter.error) == (3, "the webhook answered HTTP 503: maintenance")
     assert letter.last_request is not None
     assert letter.last_request.status == 503
     assert letter.at == pytest.approx(T0 + 0.75 + 1.5, abs=0.01)

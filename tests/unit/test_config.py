@@ -625,7 +625,6 @@ def test_int_limits_cover_the_reference_table() -> None:
         ),
         ('[delivery]\ntimeout = "10"\n', "delivery.timeout", "invalid duration '10'"),
         ('[delivery]\ntimeout = "0s"\n', "delivery.timeout", "must be at least 1s"),
-        ("[delivery]\nworkers = 0\n", "delivery.workers", "must be at least 1"),
         ("[delivery]\nqueue = 0\n", "delivery.queue", "must be at least 1"),
         ("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts", "must be at least 1"),
     ],

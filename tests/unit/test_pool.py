@@ -1,180 +1,143 @@
-"""The sender pool with fake and file destinations: backpressure, draining, retries, isolation."""
+"""The delivery pool: isolation between destinations, spill, draining, reload, recovery."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
-
-from journeyd.delivery import (
-    DeliveryPool,
-    DestinationConfigError,
-    LastRequest,
-    PoolClosed,
-    Retryable,
-    read_dead_letters,
+from test_lane import (
+    T0,
+    Factory,
+    FakeAdapter,
+    FakeRunner,
+    FakeService,
+    config,
+    delivery,
+    letters,
+    limits,
+    make_pool,
+    mid,
+    until,
+    wall,
 )
-from journeyd.delivery.destinations import FileSender, Sender, build_sender
+
+from journeyd.delivery import DeliveryPool, DestinationConfigError, PoolClosed
+from journeyd.delivery.destinations import FileSender
+from journeyd.delivery.spill import SpillQueue, SpillRefused
 from journeyd.engine import Delivery
-from journeyd.settings import (
-    BrazeDestination,
-    DeliverySettings,
-    Destination,
-    FileDestination,
-    FunctionDestination,
-    WebhookDestination,
-)
-
-T0 = 1_772_356_500.0
+from journeyd.settings import DeliverySettings, FileDestination, WebhookDestination
 
 
-def delivery(n: int, *, destination: str = "fake") -> Delivery:
-    message_id = f"00000000-0000-0000-0000-{n:012d}"
-    return Delivery(
-        at=T0,
-        user=f"u{n}",
-        journey="j",
-        instance="i",
-        step="s",
-        destination=destination,
-        message_id=message_id,
-        payload={"type": "track", "event": "Hello", "userId": f"u{n}", "messageId": message_id},
-    )
+class Outbox:
+    """The daemon's view through the hooks: what it must still keep in memory."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Delivery] = {}
+        self.outcomes: dict[str, str] = {}
+
+    def submitted(self, d: Delivery) -> None:
+        self.pending[d.message_id] = d
+
+    def spilled(self, d: Delivery) -> None:
+        del self.pending[d.message_id]
+
+    def unspilled(self, d: Delivery) -> None:
+        self.pending[d.message_id] = d
+
+    def outcome(self, d: Delivery, outcome: str, attempts: int) -> None:
+        self.pending.pop(d.message_id, None)
+        self.outcomes[d.message_id] = outcome
+
+    def hooks(self) -> dict[str, Any]:
+        return {
+            "on_spilled": self.spilled,
+            "on_unspilled": self.unspilled,
+            "on_outcome": self.outcome,
+        }
 
 
-class FakeSender:
-    """A destination whose behaviour each test scripts through `behaviour`."""
-
-    def __init__(self, name: str, config: Destination) -> None:
-        self.name = name
-        self.config = config
-        self.attempts: list[tuple[str, float]] = []
-        self.delivered: list[str] = []
-        self.gate: trio.Event | None = None
-        self.failures: dict[str, list[BaseException]] = {}
-        self.opened = False
-        self.closed = False
-
-    def describe(self) -> LastRequest:
-        return LastRequest(method="FAKE", url=f"fake://{self.name}")
-
-    def open(self) -> None:
-        self.opened = True
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-    async def deliver(self, d: Delivery) -> None:
-        self.attempts.append((d.message_id, trio.current_time()))
-        if self.gate is not None:
-            await self.gate.wait()
-        pending = self.failures.get(d.message_id)
-        if pending:
-            raise pending.pop(0)
-        self.delivered.append(d.message_id)
-
-
-class Fakes:
-    """A sender factory: names listed in `fakes` get a FakeSender, the rest the real adapter."""
-
-    def __init__(self, *names: str) -> None:
-        self.names = set(names)
-        self.built: dict[str, list[FakeSender]] = {}
-
-    def __call__(
-        self,
-        name: str,
-        config: Destination,
-        *,
-        resolve_path: Callable[[str], Path],
-        environ: Mapping[str, str],
-        clock: Callable[[], float],
-        timeout_s: float,
-        max_connections: int,
-    ) -> Sender:
-        if name not in self.names:
-            return build_sender(
-                name,
-                config,
-                resolve_path=resolve_path,
-                environ=environ,
-                clock=clock,
-                timeout_s=timeout_s,
-                max_connections=max_connections,
-            )
-        fake = FakeSender(name, config)
-        self.built.setdefault(name, []).append(fake)
-        return fake
-
-    def __getitem__(self, name: str) -> FakeSender:
-        return self.built[name][-1]
-
-
-async def delivered(pool: DeliveryPool, count: int) -> None:
-    """Wait (bounded) until `count` deliveries succeeded; stats have no event to wait on."""
-    with trio.fail_after(10):
-        while pool.stats["delivered"] < count:  # noqa: ASYNC110
-            await trio.sleep(0.005)
-
-
-FAKE_CONFIG = FileDestination(path="unused.jsonl")
-
-
-def make_pool(
-    tmp_path: Path,
-    *,
-    fakes: Fakes | None = None,
-    destinations: Mapping[str, Destination] | None = None,
-    workers: int = 2,
-    queue: int = 10,
-    max_attempts: int = 3,
-    timeout: str = "10s",
-    **kwargs: Any,
+def two_lane_pool(
+    tmp_path: Path, service: FakeService, runner: FakeRunner, *, queue: int, **kwargs: Any
 ) -> DeliveryPool:
-    return DeliveryPool(
-        destinations if destinations is not None else {"fake": FAKE_CONFIG},
-        DeliverySettings(workers=workers, queue=queue, timeout=timeout, max_attempts=max_attempts),
-        resolve_path=lambda p: tmp_path / p,
-        dead_letter_path=tmp_path / "dead" / "letters.jsonl",
-        environ={},
-        clock=lambda: T0 + trio.current_time(),
-        rand=lambda: 0.5,
-        sender_factory=fakes if fakes is not None else Fakes("fake"),
+    factory = Factory(
+        crm=lambda name: FakeAdapter(name, limits(max_items=10, concurrency=1), wall),
+        live=lambda name: runner,
+    )
+    return make_pool(
+        tmp_path,
+        {"crm": config(queue=queue), "live": config(queue=queue)},
+        factory,
+        service=service,
         **kwargs,
     )
 
 
-async def test_full_queue_makes_submit_wait(
+async def test_dead_destination_spills_and_never_blocks_another(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Backpressure: with queue=2 and a stuck destination, submit blocks instead of buffering."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, workers=1, queue=2, timeout="1h")
+    """Interleaved submits: the healthy destination gets everything at once while the dead
+    one keeps `queue` in memory and spills the rest; after recovery all of it arrives, in
+    order per destination, with unchanged messageIds."""
+    service = FakeService(default=httpx.Response(503))
+    runner = FakeRunner(limits(max_items=50))
+    outbox = Outbox()
+    pool = two_lane_pool(tmp_path, service, runner, queue=50, max_attempts=1000, **outbox.hooks())
+    dead = [delivery(n) for n in range(500)]
+    live = [delivery(1000 + n, destination="live") for n in range(500)]
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
-        fakes["fake"].gate = gate = trio.Event()
-        for n in range(3):  # one taken by the worker, two fill the queue
-            await pool.submit(delivery(n))
-        await trio.testing.wait_all_tasks_blocked()
-        assert pool.stats["in_flight"] == 1
-        assert pool.stats["queued"] == 2
-
-        with trio.move_on_after(30) as blocked:
-            await pool.submit(delivery(3))
-        assert blocked.cancelled_caught, "submit returned although the queue was full"
-        assert pool.stats["queued"] == 2
-
-        gate.set()
-        await pool.submit(delivery(3))
+        for a, b in zip(dead, live, strict=True):
+            outbox.submitted(a)
+            await pool.submit(a)
+            outbox.submitted(b)
+            await pool.submit(b)
+        assert trio.current_time() == 0.0  # no submit waited
+        await trio.sleep(60)
+        stats = pool.lane_stats()
+        assert runner.delivered_ids == [d.message_id for d in live]
+        assert stats["crm"]["held"] == 50
+        assert stats["crm"]["spilled"] == 450
+        assert stats["crm"]["breaker"] == "open"
+        # The outbox holds only what is in memory; the spill file holds the rest.
+        assert sorted(outbox.pending) == sorted(d.message_id for d in dead[:50])
+        service.default = httpx.Response(200)
+        await trio.sleep(600)
         pool.close()
-    assert fakes["fake"].delivered == [delivery(n).message_id for n in range(4)]
+    assert sorted(service.accepted_ids) == sorted(d.message_id for d in dead)
+    accepted = service.accepted_ids
+    assert accepted[50:] == [d.message_id for d in dead[50:]]  # the spill drains in order
+    assert outbox.pending == {}
+    assert set(outbox.outcomes.values()) == {"delivered"}
+    assert len(outbox.outcomes) == 1000
+    assert letters(tmp_path) == []
+
+
+async def test_close_drains_memory_and_spill_then_run_returns(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Shutdown loses nothing queued: submitted before run() started, spilled or in memory,
+    all of it is delivered before run() returns; a later submit raises PoolClosed."""
+    runner = FakeRunner(limits(max_items=3, concurrency=1))
+    factory = Factory(live=lambda name: runner)
+    pool = make_pool(tmp_path, {"live": config(queue=5)}, factory)
+    for n in range(40):
+        await pool.submit(delivery(n, destination="live"))
+    assert pool.lane_stats()["live"]["spilled"] == 35
+    pool.close()
+    with pytest.raises(PoolClosed):
+        await pool.submit(delivery(99, destination="live"))
+    with trio.fail_after(5):
+        await pool.run()
+    assert runner.delivered_ids == [mid(n) for n in range(40)]
+    assert runner.closed
     assert pool.stats == {
-        "delivered": 4,
+        "delivered": 40,
         "retried": 0,
         "dead_lettered": 0,
         "queued": 0,
@@ -182,231 +145,136 @@ async def test_full_queue_makes_submit_wait(
     }
 
 
-async def test_close_drains_the_queue_then_run_returns(tmp_path: Path) -> None:
-    """Shutdown loses nothing already queued: run() returns only once all of it was sent."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, workers=2, queue=10)
-    for n in range(8):  # queued before the workers even start
-        await pool.submit(delivery(n))
-    pool.close()
-    with pytest.raises(PoolClosed):
-        await pool.submit(delivery(99))
-    with trio.fail_after(5):
-        await pool.run()
-    assert sorted(fakes["fake"].delivered) == [delivery(n).message_id for n in range(8)]
-    assert fakes["fake"].closed
-    assert pool.stats["delivered"] == 8
+async def test_submit_waits_only_when_spill_refuses_and_the_budget_is_spent(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full: a lane holds past its own queue up to the pool's headroom (delivery.queue),
+    then submit waits, and goes on as soon as a delivery settles."""
 
+    def refuse(self: SpillQueue, delivery: Delivery, born: float) -> None:
+        raise SpillRefused("disk full")
 
-async def test_destination_exception_costs_one_delivery_not_the_pool(tmp_path: Path) -> None:
-    """A bug inside an adapter dead-letters that delivery; the workers carry on."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, workers=1)
+    monkeypatch.setattr(SpillQueue, "append", refuse)
+    runner = FakeRunner(limits(max_items=1, concurrency=1))
+    runner.gate = gate = trio.Event()
+    pool = make_pool(
+        tmp_path, {"live": config(queue=2, timeout="1h")}, Factory(live=lambda n: runner), queue=1
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
-        fakes["fake"].failures[delivery(1).message_id] = [KeyError("boom")]
-        for n in range(4):
-            await pool.submit(delivery(n))
+        for n in range(3):  # 2 in the lane, 1 in the headroom
+            await pool.submit(delivery(n, destination="live"))
+        with trio.move_on_after(30) as blocked:
+            await pool.submit(delivery(3, destination="live"))
+        assert blocked.cancelled_caught, "submit returned although nothing could take it"
+        gate.set()
+        await pool.submit(delivery(3, destination="live"))
         pool.close()
-    assert fakes["fake"].delivered == [delivery(n).message_id for n in (0, 2, 3)]
-    [letter] = read_dead_letters(tmp_path / "dead" / "letters.jsonl")
-    assert letter.message_id == delivery(1).message_id
-    assert letter.attempts == 1
-    assert letter.error.startswith("internal error: KeyError")
-    assert letter.payload == delivery(1).payload
+    assert runner.delivered_ids == [mid(n) for n in range(4)]
 
 
-async def test_retry_backoff_timing_is_deterministic(
+async def test_checkpoint_and_restore_resume_the_spill_after_a_restart(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Retries wait the jittered exponential backoff, in trio time, with an injected random."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, max_attempts=4)
+    """Restart: the restored pool delivers what was spilled before the checkpoint, except ids
+    in skip_message_ids; what was spilled after the checkpoint is cut (the WAL owes it)."""
+    service = FakeService(default=httpx.Response(503))
+    runner = FakeRunner(limits())
+    first = two_lane_pool(tmp_path, service, runner, queue=10, max_attempts=1000)
     async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        fake = fakes["fake"]
-        fake.failures[delivery(1).message_id] = [
-            Retryable("nope"),
-            Retryable("nope"),
-            Retryable("x"),
-        ]
-        start = trio.current_time()
-        await pool.submit(delivery(1))
-        pool.close()
-    times = [at - start for _, at in fake.attempts]
-    # rand=0.5 -> 3/4 of the ceiling: 0.75 s, 1.5 s, 3 s after attempts 1, 2, 3.
-    assert times == pytest.approx([0.0, 0.75, 2.25, 5.25])
-    assert fake.delivered == [delivery(1).message_id]
-    assert pool.stats["retried"] == 3
+        await nursery.start(first.run)
+        for n in range(100):
+            await first.submit(delivery(n))
+        cursors = first.checkpoint()
+        for n in range(100, 120):
+            await first.submit(delivery(n))
+        nursery.cancel_scope.cancel()  # a crash: nothing drains
+    assert cursors["crm"].records == 90
+    assert cursors["live"].records == 0
+
+    service2 = FakeService()
+    second = two_lane_pool(tmp_path, service2, FakeRunner(limits()), queue=10)
+    skip = {mid(10), mid(50)}
+    second.restore(cursors, skip)
+    with pytest.raises(RuntimeError):
+        second.restore(cursors, skip)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        await trio.sleep(30)
+        second.close()
+    expected = [mid(n) for n in range(10, 100) if n not in (10, 50)]
+    assert service2.delivered_ids == expected
 
 
-async def test_gives_up_after_max_attempts_with_last_error(
+async def test_without_restore_an_old_spill_is_discarded(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A delivery that keeps failing ends in the dead-letter file with its last error."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, max_attempts=3)
+    """A pool that is not restored starts empty: the outbox re-submits what was owed."""
+    service = FakeService(default=httpx.Response(503))
+    first = two_lane_pool(tmp_path, service, FakeRunner(limits()), queue=10, max_attempts=1000)
+    for n in range(50):
+        await first.submit(delivery(n))
+    first.checkpoint()
+    service2 = FakeService()
+    second = two_lane_pool(tmp_path, service2, FakeRunner(limits()), queue=10)
     async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        fakes["fake"].failures[delivery(1).message_id] = [
-            Retryable(
-                f"failure {n}", request=LastRequest(method="FAKE", url="fake://x", status=503)
-            )
-            for n in range(1, 10)
-        ]
-        await pool.submit(delivery(1))
-        pool.close()
-    assert len(fakes["fake"].attempts) == 3
-    [letter] = read_dead_letters(tmp_path / "dead" / "letters.jsonl")
-    assert (letter.attempts, letter.error, letter.destination) == (3, "failure 3", "fake")
-    assert letter.last_request is not None
-    assert letter.last_request.status == 503
-    assert pool.stats["dead_lettered"] == 1
+        await nursery.start(second.run)
+        second.close()
+    assert service2.delivered_ids == []
+    assert list((tmp_path / "spill" / "crm").glob("*.spill")) == []
 
 
-async def test_attempt_timeout_is_a_retryable_failure(
+async def test_redrive_resends_with_the_same_message_id_and_a_fresh_age(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A destination that never answers is abandoned per attempt after delivery.timeout."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes, max_attempts=2, timeout="5s")
+    """A dead letter re-queued by redrive keeps its messageId; max_age counts from the redrive."""
+    service = FakeService()
+    service.answer(httpx.Response(400))
+    factory = Factory(crm=lambda name: FakeAdapter(name, limits(), wall))
+    pool = make_pool(tmp_path, {"crm": config(max_age="1h")}, factory, service=service)
+    old = delivery(1, at=T0 - 7200)  # older than max_age: a plain submit would expire it
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
-        fakes["fake"].gate = trio.Event()  # never set
-        start = trio.current_time()
-        await pool.submit(delivery(1))
+        await pool.submit(delivery(2))
+        await until(lambda: pool.stats["dead_lettered"] == 1)
+        [letter] = letters(tmp_path)
+        assert await pool.redrive([delivery(2), old]) == 2
         pool.close()
-    # 5 s timeout, 0.75 s backoff, 5 s timeout.
-    assert trio.current_time() - start == pytest.approx(10.75)
-    [letter] = read_dead_letters(tmp_path / "dead" / "letters.jsonl")
-    assert letter.error == "timeout: no answer within 5s"
-    assert letter.attempts == 2
+    assert letter.message_id == mid(2)
+    assert service.delivered_ids == [mid(2), mid(2), mid(1)]
+    assert pool.stats["delivered"] == 2
 
 
-async def test_unknown_destination_name_is_dead_lettered(tmp_path: Path) -> None:
+async def test_unknown_destination_name_is_dead_lettered(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """A delivery naming no configured destination fails permanently, not forever."""
-    pool = make_pool(tmp_path)
+    outbox = Outbox()
+    pool = make_pool(tmp_path, {}, Factory(), **outbox.hooks())
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         await pool.submit(delivery(1, destination="gone"))
         pool.close()
-    [letter] = read_dead_letters(tmp_path / "dead" / "letters.jsonl")
+    [letter] = letters(tmp_path)
     assert letter.error == "destination gone is not configured"
-
-
-@pytest.mark.parametrize(
-    ("config", "kind"),
-    [
-        (BrazeDestination(endpoint="https://rest.iad-01.braze.com", api_key_env="K"), "braze"),
-        (FunctionDestination(function="mod:fn"), "function"),
-    ],
-)
-def test_unsupported_destination_types_fail_at_construction(
-    tmp_path: Path, config: Destination, kind: str
-) -> None:
-    """A type this build cannot send to stops startup with a clear message, not at send time."""
-    with pytest.raises(DestinationConfigError) as info:
-        make_pool(tmp_path, destinations={"crm": config}, fakes=Fakes())
-    assert str(info.value) == f"destination crm: type {kind} is not supported yet"
-
-
-def test_missing_webhook_secret_fails_at_construction(tmp_path: Path) -> None:
-    """secret_env naming an unset variable is a startup error that names the variable."""
-    config = WebhookDestination(url="http://127.0.0.1:9/hook", secret_env="HOOK_SECRET")
-    with pytest.raises(DestinationConfigError) as info:
-        make_pool(tmp_path, destinations={"hook": config}, fakes=Fakes())
-    assert str(info.value) == (
-        "destination hook: environment variable HOOK_SECRET (secret_env) is not set"
-    )
-
-
-@pytest.mark.parametrize("value", ["s3cr3t-value", "whsec_!!!not-base64!!!", "whsec_"])
-def test_malformed_webhook_secret_is_rejected_without_echoing_it(
-    tmp_path: Path, value: str
-) -> None:
-    """A bad secret is refused at startup, and the message never contains the secret."""
-    config = WebhookDestination(url="http://127.0.0.1:9/hook", secret_env="HOOK_SECRET")
-    with pytest.raises(DestinationConfigError) as info:
-        DeliveryPool(
-            {"hook": config},
-            DeliverySettings(),
-            resolve_path=lambda p: tmp_path / p,
-            dead_letter_path=tmp_path / "dlq.jsonl",
-            environ={"HOOK_SECRET": value},
-        )
-    assert "HOOK_SECRET" in str(info.value)
-    assert value.removeprefix("whsec_") not in str(info.value) or value == "whsec_"
-
-
-async def test_file_destination_lines_equal_payloads_and_resolve_relative_paths(
-    tmp_path: Path,
-) -> None:
-    """The file destination writes exactly the payload, one line per send, at resolve_path(path)."""
-    config = FileDestination(path="var/out/deliveries.jsonl")
-    resolved: list[str] = []
-
-    def resolve(path: str) -> Path:
-        resolved.append(path)
-        return tmp_path / "cfgdir" / path
-
-    pool = DeliveryPool(
-        {"outbox": config},
-        DeliverySettings(workers=4, queue=100),
-        resolve_path=resolve,
-        dead_letter_path=tmp_path / "dlq.jsonl",
-        environ={},
-    )
-    target = tmp_path / "cfgdir" / "var" / "out" / "deliveries.jsonl"
-    sent = [delivery(n, destination="outbox") for n in range(20)]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.run)
-        for d in sent:
-            await pool.submit(d)
-        await delivered(pool, len(sent))
-        # Flushed per batch: every line is readable while the file is still open.
-        lines_while_open = target.read_bytes().splitlines()
-        pool.close()
-    assert resolved == ["var/out/deliveries.jsonl"]
-    assert len(lines_while_open) == len(sent)
-    written = [json.loads(line) for line in target.read_bytes().splitlines()]
-    assert sorted(written, key=lambda p: p["messageId"]) == [d.payload for d in sent]
-
-
-async def test_file_destination_batches_concurrent_sends(tmp_path: Path) -> None:
-    """Concurrent sends share flushes (group commit), and each returns only once flushed."""
-    path = tmp_path / "out.jsonl"
-    sender = FileSender("outbox", FileDestination(path="out.jsonl"), path=path)
-    sender.open()
-    sent = [delivery(n, destination="outbox") for n in range(50)]
-    on_disk_at_return: list[bool] = []
-
-    async def send_one(d: Delivery) -> None:
-        await sender.deliver(d)
-        on_disk_at_return.append(d.message_id.encode() in path.read_bytes())
-
-    async with trio.open_nursery() as nursery:
-        for d in sent:
-            nursery.start_soon(send_one, d)
-    await sender.aclose()
-    assert sender.lines_written == 50
-    assert 1 <= sender.batches_written < 50
-    assert all(on_disk_at_return)
-    written = [json.loads(line) for line in path.read_bytes().splitlines()]
-    assert sorted(written, key=lambda p: p["messageId"]) == [d.payload for d in sent]
+    assert outbox.outcomes == {mid(1): "dead_lettered"}
 
 
 async def test_reconfigure_applies_to_later_deliveries(tmp_path: Path) -> None:
-    """SIGHUP: deliveries after reconfigure() go to the new destination; the old one is closed."""
-    pool = make_pool(
-        tmp_path,
-        destinations={"outbox": FileDestination(path="first.jsonl")},
-        fakes=Fakes(),
-        workers=1,
+    """SIGHUP: deliveries after reconfigure() go to the new file; the old one is closed."""
+    pool = DeliveryPool(
+        {"outbox": FileDestination(path="first.jsonl")},
+        DeliverySettings(),
+        resolve_path=lambda p: tmp_path / p,
+        dead_letter_path=tmp_path / "dlq.jsonl",
+        clock=lambda: T0,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         await pool.submit(delivery(1, destination="outbox"))
-        await delivered(pool, 1)
+        with trio.fail_after(5):
+            while pool.stats["delivered"] < 1:  # noqa: ASYNC110
+                await trio.sleep(0.005)
         pool.reconfigure({"outbox": FileDestination(path="second.jsonl")})
         await pool.submit(delivery(2, destination="outbox"))
         pool.close()
@@ -417,13 +285,161 @@ async def test_reconfigure_applies_to_later_deliveries(tmp_path: Path) -> None:
     assert (first, second) == (["u1"], ["u2"])
 
 
-def test_failed_reconfigure_keeps_the_old_destinations(tmp_path: Path) -> None:
+async def test_removed_destination_delivers_what_it_holds_then_refuses_new_ones(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A reload that drops a destination: its queued and spilled deliveries still go out with
+    the old adapter; a new delivery for it is dead-lettered as not configured."""
+    runner = FakeRunner(limits(max_items=2, concurrency=1))
+    other = FakeRunner(limits())
+    factory = Factory(old=lambda name: runner, new=lambda name: other)
+    pool = make_pool(tmp_path, {"old": config(queue=3)}, factory)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        for n in range(10):
+            await pool.submit(delivery(n, destination="old"))
+        pool.reconfigure({"new": config()})
+        await pool.submit(delivery(20, destination="old"))
+        await pool.submit(delivery(21, destination="new"))
+        await until(lambda: "old" not in pool.lane_stats())
+        pool.close()
+    assert runner.delivered_ids == [mid(n) for n in range(10)]
+    assert runner.closed
+    assert other.delivered_ids == [mid(21)]
+    [letter] = letters(tmp_path)
+    assert (letter.message_id, letter.error) == (mid(20), "destination old is not configured")
+
+
+async def test_failed_reconfigure_keeps_the_old_destinations(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """A bad reload is rejected before anything changes, so the running config keeps working."""
-    fakes = Fakes("fake")
-    pool = make_pool(tmp_path, fakes=fakes)
-    before = fakes["fake"]
-    with pytest.raises(DestinationConfigError, match="type braze is not supported yet"):
-        pool.reconfigure(
-            {"fake": FAKE_CONFIG, "crm": BrazeDestination(endpoint="https://x", api_key_env="K")}
+    runner = FakeRunner(limits())
+
+    def broken(name: str) -> FakeRunner:
+        raise DestinationConfigError(f"destination {name}: api_key_env BRAZE_KEY is not set")
+
+    factory = Factory(live=lambda name: runner, crm=broken)
+    pool = make_pool(tmp_path, {"live": config()}, factory)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with pytest.raises(DestinationConfigError, match="BRAZE_KEY is not set"):
+            pool.reconfigure({"live": config(), "crm": config()})
+        await pool.submit(delivery(1, destination="live"))
+        pool.close()
+    assert runner.delivered_ids == [mid(1)]
+    assert len(factory.built["live"]) == 2  # rebuilt, then thrown away with the failure
+
+
+def test_missing_webhook_secret_fails_at_construction(tmp_path: Path) -> None:
+    """secret_env naming an unset variable is a startup error that names the variable."""
+    hook = WebhookDestination(url="http://127.0.0.1:9/hook", secret_env="HOOK_SECRET")
+    with pytest.raises(DestinationConfigError) as info:
+        DeliveryPool(
+            {"hook": hook},
+            DeliverySettings(),
+            resolve_path=lambda p: tmp_path / p,
+            dead_letter_path=tmp_path / "dlq.jsonl",
+            environ={},
         )
-    assert pool._slots["fake"].sender is before
+    assert str(info.value) == (
+        "destination hook: environment variable HOOK_SECRET (secret_env) is not set"
+    )
+
+
+@pytest.mark.parametrize("value", ["s3cr3t-value", "whsec_!!!not-base64!!!", "whsec_"])
+def test_malformed_webhook_secret_is_rejected_without_echoing_it(
+    tmp_path: Path, value: str
+) -> None:
+    """A bad secret is refused at startup, and the message never contains the secret."""
+    hook = WebhookDestination(url="http://127.0.0.1:9/hook", secret_env="HOOK_SECRET")
+    with pytest.raises(DestinationConfigError) as info:
+        DeliveryPool(
+            {"hook": hook},
+            DeliverySettings(),
+            resolve_path=lambda p: tmp_path / p,
+            dead_letter_path=tmp_path / "dlq.jsonl",
+            environ={"HOOK_SECRET": value},
+        )
+    assert "HOOK_SECRET" in str(info.value)
+    assert value.removeprefix("whsec_") not in str(info.value) or value == "whsec_"
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ({"timeout": "soon"}, "destination crm: timeout: invalid duration"),
+        ({"max_age": "3 days"}, "destination crm: max_age: invalid duration"),
+        ({"queue": 0}, "destination crm: queue must be at least 1"),
+        ({"max_attempts": 0}, "destination crm: max_attempts must be at least 1"),
+    ],
+)
+def test_bad_policy_keys_fail_at_construction(
+    tmp_path: Path, policy: Mapping[str, Any], message: str
+) -> None:
+    """A policy key that cannot work stops startup with the destination and key named."""
+    factory = Factory(crm=lambda name: FakeRunner(limits()))
+    with pytest.raises(DestinationConfigError, match=message):
+        make_pool(tmp_path, {"crm": config(**policy)}, factory)
+
+
+async def test_file_destination_lines_equal_payloads_and_resolve_relative_paths(
+    tmp_path: Path,
+) -> None:
+    """The file destination writes exactly the payload, one line per send, at resolve_path(path),
+    flushed per batch so every line is readable while the file is still open."""
+    resolved: list[str] = []
+
+    def resolve(path: str) -> Path:
+        resolved.append(path)
+        return tmp_path / "cfgdir" / path
+
+    pool = DeliveryPool(
+        {"outbox": FileDestination(path="var/out/deliveries.jsonl")},
+        DeliverySettings(),
+        resolve_path=resolve,
+        dead_letter_path=tmp_path / "dlq.jsonl",
+        environ={},
+        clock=lambda: T0,
+    )
+    target = tmp_path / "cfgdir" / "var" / "out" / "deliveries.jsonl"
+    sent = [delivery(n, destination="outbox") for n in range(20)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        for d in sent:
+            await pool.submit(d)
+        with trio.fail_after(5):
+            while pool.stats["delivered"] < len(sent):  # noqa: ASYNC110
+                await trio.sleep(0.005)
+        lines_while_open = target.read_bytes().splitlines()
+        pool.close()
+    assert resolved == ["var/out/deliveries.jsonl"]
+    assert len(lines_while_open) == len(sent)
+    assert [json.loads(line) for line in target.read_bytes().splitlines()] == [
+        d.payload for d in sent
+    ]
+
+
+async def test_file_runner_writes_a_batch_with_one_write(tmp_path: Path) -> None:
+    """The file runner turns a batch into one write and one flush (the lane's batching is the
+    group commit), and every line is on disk when run() returns."""
+    path = tmp_path / "out.jsonl"
+    sender = FileSender("outbox", FileDestination(path="out.jsonl"), path=path)
+    sender.open()
+    sent = [delivery(n, destination="outbox") for n in range(50)]
+    outcomes = await sender.run(sent)
+    on_disk = path.read_bytes().splitlines()
+    await sender.aclose()
+    assert len(outcomes) == 50
+    assert (sender.batches_written, sender.lines_written) == (1, 50)
+    assert [json.loads(line) for line in on_disk] == [d.payload for d in sent]
+
+
+async def test_run_twice_is_refused(tmp_path: Path) -> None:
+    """A pool runs once; a second run() is a programming error, not a second set of lanes."""
+    pool = make_pool(tmp_path, {}, Factory())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        with pytest.raises(RuntimeError):
+            await pool.run()
+        pool.close()
