@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= journeyd.toml.example
 
-.PHONY: run test lint format bench clean
+.PHONY: run test format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,6 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/journeyd check -c journeyd.toml.example
 	$(BIN)/python -m pytest
-
-lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .
