@@ -90,6 +90,9 @@ class _Mapped:
         self.attributes = attributes
 
 
+_CACHE_ENTRIES = 4096  # a few batches' worth
+
+
 class BrazeAdapter:
     def __init__(
         self,
@@ -106,6 +109,7 @@ class BrazeAdapter:
         self._clock = clock
         self._url = base_url(name, config.endpoint) + "/users/track"
         self._public_url = public_url(self._url)
+        self._cache: dict[str, _Mapped | Reject] = {}
         key = require_env(name, "api_key_env", config.api_key_env, environ)
         self._headers = {
             "authorization": f"Bearer {key}",
@@ -118,7 +122,7 @@ class BrazeAdapter:
         return self._limits
 
     def size_of(self, delivery: Delivery) -> int:
-        mapped = self._map(delivery)
+        mapped = self._mapped(delivery)
         if isinstance(mapped, Reject):
             return 0
         size = len(mapped.event) + 1
@@ -174,6 +178,17 @@ class BrazeAdapter:
                 )
         return outcomes
 
+    def _mapped(self, delivery: Delivery) -> _Mapped | Reject:
+        """`_map`, remembered per messageId: the lane asks for a delivery's size when it
+        batches it and for its request when it sends, and mapping dominated profiles.
+        A messageId always names the same payload, so the cache cannot go stale."""
+        cached = self._cache.get(delivery.message_id)
+        if cached is None:
+            if len(self._cache) >= _CACHE_ENTRIES:
+                self._cache.clear()
+            cached = self._cache[delivery.message_id] = self._map(delivery)
+        return cached
+
     def _map(self, delivery: Delivery) -> _Mapped | Reject:
         payload = delivery.payload
         user_id = payload.get("userId")
@@ -220,7 +235,7 @@ class BrazeAdapter:
         requests: list[PreparedRequest] = []
         group = _Group()
         for index, delivery in enumerate(batch):
-            mapped = self._map(delivery)
+            mapped = self._mapped(delivery)
             if isinstance(mapped, Reject):
                 rejected[index] = mapped
                 continue
