@@ -34,6 +34,7 @@ import trio.testing
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "tests"))  # fixtures.functions, for --adapter function
 
 from collections.abc import Callable, Mapping, Sequence
 
@@ -52,7 +53,14 @@ from journeyd.delivery.adapter import (
 )
 from journeyd.delivery.pool import build_target
 from journeyd.engine import Delivery
-from journeyd.settings import BrazeDestination, DeliverySettings, Destination
+from journeyd.settings import (
+    BrazeDestination,
+    CustomerioDestination,
+    DeliverySettings,
+    Destination,
+    FunctionDestination,
+    IterableDestination,
+)
 
 BASE = 1_772_355_600.0
 SUCCESS = b'{"message":"success"}'
@@ -151,6 +159,19 @@ def factory_for(kind: str) -> Callable[..., Adapter | Runner]:
     return factory
 
 
+def destination_for(adapter: str, endpoint: str) -> Destination:
+    """The destination under test (named "braze" whatever its type, for the lane stats)."""
+    if adapter == "customerio":
+        return CustomerioDestination(
+            endpoint=endpoint, site_id_env="CIO_SITE", api_key_env="CIO_KEY", max_attempts=1000
+        )
+    if adapter == "iterable":
+        return IterableDestination(endpoint=endpoint, api_key_env="IT_KEY", max_attempts=1000)
+    if adapter == "function":
+        return FunctionDestination(function="fixtures.functions:ok", max_attempts=1000)
+    return BrazeDestination(endpoint=endpoint, api_key_env="BRAZE_KEY", max_attempts=1000)
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,12 +206,12 @@ def make_pool(
     adapter: str,
 ) -> DeliveryPool:
     return DeliveryPool(
-        {"braze": BrazeDestination(endpoint=endpoint, api_key_env="BRAZE_KEY", max_attempts=1000)},
+        {"braze": destination_for(adapter, endpoint)},
         DeliverySettings(),
         resolve_path=lambda p: workdir / p,
         dead_letter_path=workdir / "dead-letters.jsonl",
         spill_dir=workdir / "spill",
-        environ={"BRAZE_KEY": "bench-key"},
+        environ={"BRAZE_KEY": "bench-key", "CIO_SITE": "site", "CIO_KEY": "key", "IT_KEY": "k"},
         clock=clock,  # type: ignore[arg-type]
         on_outcome=seen.outcome,
         http_transport=transport,
@@ -292,7 +313,7 @@ async def throughput(args: argparse.Namespace) -> None:
                 elapsed = time.perf_counter() - started
                 cpu = time.process_time() - cpu0
             print(
-                f"{label:<8} {args.adapter} adapter -> braze sink: {count:,} events in"
+                f"{label:<8} {args.adapter} adapter -> local sink: {count:,} events in"
                 f" {elapsed:.2f} s = {count / elapsed:,.0f} events/s (pool process CPU"
                 f" {cpu / elapsed:.0%} of one core); delivered {sum(seen.delivered):,}"
             )
@@ -309,9 +330,10 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument(
         "--adapter",
-        choices=["braze", "fake"],
+        choices=["braze", "customerio", "iterable", "function", "fake"],
         default="braze",
-        help="the real braze adapter, or a fake one that batches 75 per request (lane cost)",
+        help="a real adapter against a local sink (function: an in-process no-op function), "
+        "or a fake one that batches 75 per request (the lane's own cost)",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args()
