@@ -614,7 +614,11 @@ class Engine:
         self.timers.cancel(inst)
         inst.deadline = 0.0
         state = self.users[inst.user]
-        state.instances = tuple(i for i in state.instances if i is not inst)
+        instances = state.instances
+        if len(instances) == 1:  # the common case, without building a generator
+            state.instances = ()
+        else:
+            state.instances = tuple(i for i in instances if i is not inst)
         inst.step = -1
         if state.is_empty():
             del self.users[inst.user]
