@@ -27,10 +27,10 @@ import trio
 from journeyd import __version__, log
 from journeyd.config import Config, load
 from journeyd.dedup import DedupWindow
-from journeyd.delivery import DeliveryPool, DestinationConfigError
+from journeyd.delivery import DeliveryPool, DestinationConfigError, PoolClosed
 from journeyd.durations import parse_duration
 from journeyd.engine import Delivery
-from journeyd.errors import ConfigError, DurabilityLost, JourneydError
+from journeyd.errors import ConfigError, DurabilityLost, JourneydError, StorageError
 from journeyd.ingest.http import SegmentApp
 from journeyd.ingest.inbound import Inbound, Reload, Tick
 from journeyd.ingest.unix import bind_unix, serve_unix
@@ -181,8 +181,10 @@ class Daemon:
                     await self._listeners_done.wait()
                 timer_scope.cancel()
                 self.inbound.close()
+                with trio.move_on_after(DRAIN_TIMEOUT_S):
+                    await self._pipeline_done.wait()
+                self.pool.close()  # also frees an engine effect waiting on a full pool
                 await self._pipeline_done.wait()
-                self.pool.close()
                 with trio.move_on_after(DRAIN_TIMEOUT_S) as scope:
                     await self._pool_done.wait()
                 if scope.cancelled_caught:
@@ -289,6 +291,13 @@ class Daemon:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
         with trio.open_signal_receiver(*wanted) as signals:
             async for signum in signals:
+                if self._stop.is_set() and signum in (
+                    signal.SIGHUP,
+                    signal.SIGUSR1,
+                    signal.SIGUSR2,
+                ):
+                    _log.info("daemon.signal_ignored", signal=signal.Signals(signum).name)
+                    continue  # draining: no reloads, snapshots or redrives any more
                 if signum == signal.SIGHUP:
                     await self.reload()
                 elif signum == signal.SIGUSR2:
@@ -326,8 +335,17 @@ class Daemon:
             return
         # The engine takes the new journeys at this point of the log, so a replay does too.
         done = trio.Event()
-        await self.inbound.put(Reload(new, config.journeys, done))
+        applied: list[bool] = []
+        try:
+            await self.inbound.put(Reload(new, config.journeys, done, applied))
+        except trio.ClosedResourceError:
+            return  # shutting down
         await done.wait()
+        if applied != [True]:
+            _log.error("config.reload_rejected", problem="the WAL cannot be written (disk full?)")
+            self.pool.reconfigure(self.config.settings.destinations)  # back to the old ones
+            self.notifier.ready(self._status_text())
+            return
         self.http_app.reconfigure(new.daemon.write_keys, new.ingest)
         self.config = config
         assert self.pipeline is not None
@@ -373,7 +391,16 @@ class Daemon:
         assert self.pipeline is not None
         while True:
             for path, deliveries in pending_redrives(self.state_dir):
-                await self.pipeline.redrive(deliveries)
+                try:
+                    await self.pipeline.redrive(deliveries)
+                except DurabilityLost:
+                    raise
+                except StorageError as exc:
+                    # The file stays; the next SIGUSR2 or start tries again.
+                    _log.error("dlq.redrive_failed", file=path.name, error=str(exc))
+                    break
+                except PoolClosed:
+                    return  # shutting down: the intents are logged, the outbox owes them
                 path.unlink()
                 _log.info("dlq.redriven", deliveries=len(deliveries), file=path.name)
             await self._redrive_wanted.wait()

@@ -99,23 +99,34 @@ class Pipeline:
         self._written = trio.Event()
         self._synced = trio.Event()
         self._snapshot_child: int | None = None
+        self._snapshot_spill: dict[str, SpillCursor] = {}
         self._child_started = trio.Event()
         self._last_snapshot_at = time.monotonic()
         self._last_snapshot_seq = wal.written_seq
         self._drop_log = RateLimitedLog()
         self._refuse_log = RateLimitedLog()
         self._fatal: BaseException | None = None
+        self._fatal_event = trio.Event()
 
     # --- the three tasks -----------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Until the inbound queue is closed and everything in it applied."""
+        helpers = trio.CancelScope()  # committer and watcher: done once the applier is
         async with trio.open_nursery() as nursery:
-            if self.fsync == "batch":
-                nursery.start_soon(self._commit)
-            nursery.start_soon(self._apply_loop, nursery.cancel_scope)
+            nursery.start_soon(self._helpers, helpers)
+            nursery.start_soon(self._apply_loop, helpers)
             task_status.started()
             await self._sequence()
+
+    async def _helpers(self, scope: trio.CancelScope) -> None:
+        # Their own scope: cancelling the whole nursery from the applier could swallow an
+        # exception the sequencer is raising (a failed fsync must not vanish).
+        with scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_fatal)
+                if self.fsync == "batch":
+                    nursery.start_soon(self._commit)
 
     async def _sequence(self) -> None:
         receive = self.inbound.receive
@@ -158,6 +169,8 @@ class Pipeline:
         if records:
             try:
                 last_seq = self._append_events(records, entries, seen)
+            except DurabilityLost:
+                raise  # fail-stop: nothing written after a failed fsync can be trusted
             except StorageError as exc:
                 self._refuse(entries, seen, exc)
                 await trio.sleep(0 if self.storage_ok else FULL_RETRY_S)
@@ -212,8 +225,10 @@ class Pipeline:
             if kind in (_EVENT, _DUPLICATE):
                 self.counts["refused"] += 1
                 item.ticket.rejected(item.position, message)
-            else:
-                item.done.set()  # a tick or reload that is not logged did not happen
+            else:  # a tick or reload that is not logged did not happen
+                if isinstance(item, Reload):
+                    item.applied.append(False)
+                item.done.set()
         suppressed = self._refuse_log.allow()
         if suppressed is not None:
             _log.error("storage.refusing", error=str(exc), suppressed_since_last=suppressed)
@@ -239,6 +254,12 @@ class Pipeline:
     async def durable(self, seq: int) -> None:
         if self.fsync == "off":
             return
+        if self.fsync == "always":
+            # No committer runs: sync here (a batch of duplicates may cover intents or
+            # outcomes written since the last sync).
+            if self.synced_seq < seq:
+                await self._sync()
+            return
         while self.synced_seq < seq:
             if self.fsync == "batch":
                 self._written.set()
@@ -255,7 +276,7 @@ class Pipeline:
                 self.on_applied()  # the earliest deadline moved closer: the timer loop re-plans
             if self._snapshot_due():
                 self.start_snapshot()
-        scope.cancel()  # the committer has nothing left to wait for
+        scope.cancel()  # the committer and the watcher have nothing left to wait for
 
     async def _apply(self, entries: list[tuple[int, float, Any]]) -> None:
         engine = self.engine
@@ -283,6 +304,7 @@ class Pipeline:
                     await self._dispatch(effects)
             else:
                 engine.load(item.journeys, item.settings)
+                item.applied.append(True)
                 item.done.set()
 
     async def _dispatch(self, effects: list[Any]) -> None:
@@ -290,6 +312,8 @@ class Pipeline:
         if deliveries:
             try:
                 self.wal.append([IntentRecord(d) for d in deliveries])
+            except DurabilityLost:
+                raise
             except StorageError as exc:
                 # Still sent: the events that decided them are in the WAL, so a replay
                 # decides them again with the same messageIds.
@@ -323,27 +347,39 @@ class Pipeline:
             self.wal.append(
                 [OutcomeRecord(delivery.message_id, delivery.destination, outcome, attempts)]  # type: ignore[arg-type]
             )
+        except DurabilityLost as exc:
+            self._fail(exc)  # called from the pool, not a pipeline task: hand it over
         except StorageError as exc:
             _log.warning("storage.outcome_not_logged", error=str(exc))  # resent after a restart
         else:
             self._written.set()
 
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            self._fatal_event.set()
+
+    async def _watch_fatal(self) -> None:
+        await self._fatal_event.wait()
+        assert self._fatal is not None
+        raise self._fatal
+
     async def redrive(self, deliveries: list[Delivery]) -> None:
         """Dead letters sent again: logged as intents (owed like any delivery), then queued."""
         self.wal.append([IntentRecord(d) for d in deliveries])
-        await self._sync_if_durable()
-        for delivery in deliveries:
+        for delivery in deliveries:  # before any await: a snapshot may fork meanwhile
             self.outbox.add(delivery)
+        self._written.set()
+        await self.durable(self.wal.written_seq)
         await self.pool.redrive(deliveries)
-
-    async def _sync_if_durable(self) -> None:
-        if self.fsync != "off":
-            await self._sync()
 
     async def requeue(self, deliveries: list[Delivery]) -> None:
         """Deliveries recovered from the outbox go back to the pool with their messageIds."""
         for delivery in deliveries:
-            await self.pool.submit(delivery)
+            try:
+                await self.pool.submit(delivery)
+            except PoolClosed:
+                return  # shutting down: still owed, still in the outbox
 
     # --- snapshots -------------------------------------------------------------------------
 
@@ -372,12 +408,17 @@ class Pipeline:
             pid = os.fork()
         except OSError as exc:
             _log.error("snapshot.fork_failed", error=str(exc))
+            self.pool.abandon(spill)
+            # Not again at once: _snapshot_due would otherwise stay true and every tick
+            # would try (and fail) again.
+            self._last_snapshot_seq = self.applied_seq
             return
         if pid == 0:  # the child: never returns
             _snapshot_child(self.snapshots_dir, seq, self.engine, self.dedup, self.outbox, spill)
         pause = time.perf_counter() - started
         self.longest_pause_s = max(self.longest_pause_s, pause)
         self._snapshot_child = pid
+        self._snapshot_spill = spill
         self._snapshot_started = (seq, time.monotonic(), pause)
         self._child_started.set()
 
@@ -394,7 +435,10 @@ class Pipeline:
             seq, started, pause = self._snapshot_started
             if os.waitstatus_to_exitcode(status) != 0:
                 _log.error("snapshot.failed", seq=seq, status=status)
+                self.pool.abandon(self._snapshot_spill)
+                self._last_snapshot_seq = self.applied_seq  # back off until the next interval
                 continue
+            self.pool.confirm(self._snapshot_spill)
             self._last_snapshot_seq = seq
             _log.info(
                 "snapshot.written",
@@ -422,9 +466,9 @@ class Pipeline:
             self._snapshot_child = None
         # Everything written is applied by now (intents and outcomes included).
         seq = max(self.applied_seq, self.wal.written_seq)
-        info = write_snapshot(
-            self.snapshots_dir, seq, self.engine, self.dedup, self.outbox, self.pool.checkpoint()
-        )
+        spill = self.pool.checkpoint()
+        info = write_snapshot(self.snapshots_dir, seq, self.engine, self.dedup, self.outbox, spill)
+        self.pool.confirm(spill)
         _log.info(
             "snapshot.written",
             seq=info.seq,

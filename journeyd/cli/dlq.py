@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -81,18 +82,21 @@ def run(args: argparse.Namespace) -> int:
                 )
             print(f"{len(records)} dead letter(s)", file=sys.stderr)
         return 0
-    taken = take_dead_letters(path, selected)
     if args.action == "purge":
+        taken = take_dead_letters(path, selected)
         print(f"purged {len(taken)} dead letter(s)")
         return 0
+    written: list[Path] = []
+    taken = take_dead_letters(
+        path, selected, keep_safe=lambda records: written.append(write_redrive(state_dir, records))
+    )
     if not taken:
         print("nothing to redrive")
         return 0
-    written = write_redrive(state_dir, taken)
     pid = _running_pid(state_dir / "journeyd.pid")
     if pid is not None:
         os.kill(pid, signal.SIGUSR2)
-        print(f"redriving {len(taken)} deliveries (daemon {pid} notified; file {written.name})")
+        print(f"redriving {len(taken)} deliveries (daemon {pid} notified; file {written[0].name})")
     else:
         print(f"{len(taken)} deliveries queued for redrive; they go out when the daemon starts")
     return 0

@@ -81,6 +81,11 @@ class Breaker:
     def probing(self) -> bool:
         return self.state is State.HALF_OPEN and self._probe_out
 
+    def abandon_probe(self) -> None:
+        """The probe batch sent nothing (every item rejected before a request): stay
+        half-open and let the next batch probe."""
+        self._probe_out = False
+
     def succeeded(self) -> Transition | None:
         """The service answered: close (from any state) and forget the failure streak."""
         self._failures = 0

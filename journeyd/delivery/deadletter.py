@@ -82,6 +82,9 @@ class DeadLetterFile:
         with _locked(self.path), self.path.open("ab") as handle:
             handle.write(line)
             handle.flush()
+            # Durable before the pool logs the outcome "dead_lettered": after that the
+            # delivery is owed nowhere else.
+            os.fsync(handle.fileno())
 
 
 def read_dead_letters(path: Path) -> list[DeadLetter]:
@@ -91,17 +94,25 @@ def read_dead_letters(path: Path) -> list[DeadLetter]:
     return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def take_dead_letters(path: Path, selected: Callable[[DeadLetter], bool]) -> list[DeadLetter]:
+def take_dead_letters(
+    path: Path,
+    selected: Callable[[DeadLetter], bool],
+    keep_safe: Callable[[list[DeadLetter]], object] | None = None,
+) -> list[DeadLetter]:
     """Remove the selected records from the file and return them.
 
     Runs under the same lock the daemon takes to append, and replaces the file by rename,
-    so a dead letter written meanwhile is neither lost nor half-read.
+    so a dead letter written meanwhile is neither lost nor half-read. `keep_safe` is
+    called with the records before they are removed (to write them somewhere durable
+    first: a crash in between then leaves a copy, never none).
     """
     if not path.exists():
         return []
     with _locked(path):
         records = read_dead_letters(path)
         taken = [r for r in records if selected(r)]
+        if taken and keep_safe is not None:
+            keep_safe(taken)
         if taken:
             kept = [r for r in records if not selected(r)]
             encode = msgspec.json.Encoder().encode

@@ -493,6 +493,8 @@ class Lane:
             requests, rejected = self._requests_one_by_one(adapter, deliveries)
         for index, reject in rejected.items():
             results.append((batch[index], reject, None))
+        if probe and not requests:
+            self.breaker.abandon_probe()  # nothing was sent, so nothing was learned
         for number, request in enumerate(requests):
             items = [batch[i] for i in request.items]
             # The first request was paid for by the loop; each later one pays its own way.

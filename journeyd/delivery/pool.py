@@ -273,6 +273,23 @@ class DeliveryPool:
                 cursors[name] = lane.spill.checkpoint()
         return cursors
 
+    def confirm(self, cursors: Mapping[str, SpillCursor]) -> None:
+        """The snapshot holding these cursors is safely on disk."""
+        self._settle(cursors, confirmed=True)
+
+    def abandon(self, cursors: Mapping[str, SpillCursor]) -> None:
+        """The snapshot holding these cursors failed: they protect nothing any more."""
+        self._settle(cursors, confirmed=False)
+
+    def _settle(self, cursors: Mapping[str, SpillCursor], *, confirmed: bool) -> None:
+        for name, lane in [*self._retiring.items(), *self._lanes.items()]:
+            cursor = cursors.get(name)
+            if lane.spill is not None and cursor is not None:
+                if confirmed:
+                    lane.spill.confirm(cursor)
+                else:
+                    lane.spill.abandon(cursor)
+
     def restore(
         self, cursors: Mapping[str, SpillCursor], skip_message_ids: Collection[str]
     ) -> None:

@@ -113,7 +113,10 @@ class SpillQueue:
         self._buffer_start = 0  # file offset of _buffer[0] within _read_fd_segment
         self._skip: frozenset[str] = frozenset()
         self._skip_until = (0, 0)
+        # Read segments of the snapshots on disk (the two newest), and of snapshots still
+        # being written: no segment at or after the oldest of them is deleted.
         self._checkpoint_reads: collections.deque[int] = collections.deque(maxlen=2)
+        self._pending_reads: list[int] = []
         self._retained: list[int] = []  # drained segments a snapshot may still point into
 
     # --- construction ----------------------------------------------------------------------
@@ -273,11 +276,7 @@ class SpillQueue:
         if self._dir_dirty:
             _fsync_dir(self.directory)
             self._dir_dirty = False
-        self._checkpoint_reads.append(self._read_segment)
-        keep_from = min(self._checkpoint_reads)
-        for segment in [s for s in self._retained if s < keep_from]:
-            self._retained.remove(segment)
-            self._unlink(segment)
+        self._pending_reads.append(self._read_segment)
         return SpillCursor(
             read_segment=self._read_segment,
             read_offset=self._read_offset,
@@ -285,6 +284,32 @@ class SpillQueue:
             write_offset=self._write_offset,
             records=self.records,
         )
+
+    def confirm(self, cursor: SpillCursor) -> None:
+        """The snapshot holding `cursor` is on disk: segments before both of the two newest
+        confirmed snapshots' read positions can go."""
+        self._forget_pending(cursor)
+        self._checkpoint_reads.append(cursor.read_segment)
+        self._prune()
+
+    def abandon(self, cursor: SpillCursor) -> None:
+        """The snapshot holding `cursor` was never written: it protects nothing."""
+        self._forget_pending(cursor)
+        self._prune()
+
+    def _forget_pending(self, cursor: SpillCursor) -> None:
+        if cursor.read_segment in self._pending_reads:
+            self._pending_reads.remove(cursor.read_segment)
+
+    def _anchors(self) -> list[int]:
+        return [*self._checkpoint_reads, *self._pending_reads]
+
+    def _prune(self) -> None:
+        anchors = self._anchors()
+        keep_from = min(anchors) if anchors else self._read_segment
+        for segment in [s for s in self._retained if s < keep_from]:
+            self._retained.remove(segment)
+            self._unlink(segment)
 
     def close(self) -> None:
         """Release file descriptors; no fsync (that is what `checkpoint` is for)."""
@@ -316,10 +341,9 @@ class SpillQueue:
 
     def _rotate(self) -> None:
         if self._write_fd is not None:
-            if self._checkpoint_reads:
-                self._unsynced.append(self._write_fd)  # the next checkpoint fsyncs it
-            else:
-                os.close(self._write_fd)  # nobody checkpoints: nothing to make durable
+            # The next checkpoint fsyncs it: even the first checkpoint's cursor covers
+            # every segment written before it.
+            self._unsynced.append(self._write_fd)
         self._write_fd = None
         self._write_segment += 1
         self._write_offset = 0
@@ -384,7 +408,8 @@ class SpillQueue:
             self._buffer = memoryview(b"")
         self._read_segment += 1
         self._read_offset = _HEADER
-        if self._checkpoint_reads and drained >= min(self._checkpoint_reads):
+        anchors = self._anchors()
+        if anchors and drained >= min(anchors):
             self._retained.append(drained)
         else:
             self._unlink(drained)

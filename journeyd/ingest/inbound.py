@@ -47,6 +47,7 @@ class Reload(NamedTuple):
     settings: Settings
     journeys: tuple[Journey, ...]
     done: trio.Event
+    applied: list[bool]  # the pipeline appends True once logged and applied, else False
 
 
 class Inbound:

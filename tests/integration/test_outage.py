@@ -117,7 +117,7 @@ def ids_in(bodies: Sequence[bytes]) -> list[str]:
 
 async def wait_until(condition: Callable[[], bool], limit_s: float) -> None:
     with trio.fail_after(limit_s):
-        while not condition():  # noqa: ASYNC110
+        while not condition():
             await trio.sleep(0.05)
 
 

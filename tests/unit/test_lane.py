@@ -202,7 +202,7 @@ class FakeService:
 async def until(condition: Callable[[], bool]) -> None:
     """Wait for work done in threads (file writes): virtual time runs on meanwhile."""
     with trio.fail_after(3600):
-        while not condition():  # noqa: ASYNC110
+        while not condition():
             await trio.sleep(0.01)
 
 
@@ -695,3 +695,31 @@ async def test_runner_outcomes_retry_and_timeout(
     got = sorted((letter.message_id, letter.error, letter.attempts) for letter in letters(tmp_path))
     assert got == [(mid(1), "try later", 2), (mid(2), "timeout: no answer within 3s", 2)]
     assert [t for t, _ in runner.batches] == pytest.approx([0.0, 0.75, 10.0, 13.75])
+
+
+async def test_a_probe_batch_rejected_before_sending_does_not_wedge_the_lane(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """When the half-open probe batch holds only deliveries the adapter rejects before any
+    request, nothing was learned: the lane stays half-open and the next batch probes, so a
+    healthy service is reached again."""
+    from journeyd.delivery.breaker import State
+
+    service = FakeService(default=httpx.Response(503))
+    pool = adapter_pool(tmp_path, service, limits(max_items=1, concurrency=1), pool_max_attempts=1)
+    lane = pool._lanes["crm"]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        for i in range(5):  # five failed requests open the breaker
+            await pool.submit(delivery(i))
+        await trio.sleep(0.3)
+        assert lane.breaker.state is State.OPEN
+        await pool.submit(delivery(100, invalid=True))  # becomes the probe
+        service.default = httpx.Response(200)
+        await trio.sleep(3)
+        for i in range(200, 203):
+            await pool.submit(delivery(i))
+        await trio.sleep(3)
+        assert lane.breaker.state is State.CLOSED
+        assert service.accepted_ids[-3:] == [delivery(i).message_id for i in range(200, 203)]
+        nursery.cancel_scope.cancel()

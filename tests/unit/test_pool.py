@@ -273,7 +273,7 @@ async def test_reconfigure_applies_to_later_deliveries(tmp_path: Path) -> None:
         await nursery.start(pool.run)
         await pool.submit(delivery(1, destination="outbox"))
         with trio.fail_after(5):
-            while pool.stats["delivered"] < 1:  # noqa: ASYNC110
+            while pool.stats["delivered"] < 1:
                 await trio.sleep(0.005)
         pool.reconfigure({"outbox": FileDestination(path="second.jsonl")})
         await pool.submit(delivery(2, destination="outbox"))
@@ -409,7 +409,7 @@ async def test_file_destination_lines_equal_payloads_and_resolve_relative_paths(
         for d in sent:
             await pool.submit(d)
         with trio.fail_after(5):
-            while pool.stats["delivered"] < len(sent):  # noqa: ASYNC110
+            while pool.stats["delivered"] < len(sent):
                 await trio.sleep(0.005)
         lines_while_open = target.read_bytes().splitlines()
         pool.close()

@@ -79,17 +79,48 @@ def test_drained_segments_are_deleted_when_nobody_checkpoints(tmp_path: Path) ->
 
 def test_drained_segments_stay_until_two_checkpoints_passed_them(tmp_path: Path) -> None:
     """A snapshot may resume at its checkpoint's read position, so segments at or after the
-    older of the last two checkpoints' read positions are kept; the rest go."""
+    older of the last two confirmed checkpoints' read positions are kept; the rest go."""
     directory = tmp_path / "q"
     queue = SpillQueue.fresh(directory, segment_bytes=SMALL)
     fill(queue, range(50))
-    queue.checkpoint()  # read position: segment 1
+    queue.confirm(queue.checkpoint())  # read position: segment 1
     drain(queue)
     assert len(segment_files(directory)) > 5  # all kept: checkpoint 1 points at segment 1
-    queue.checkpoint()  # read position: the last segment; checkpoint 1 still counts
+    queue.confirm(queue.checkpoint())  # read position: the last segment; 1 still counts
     assert len(segment_files(directory)) > 5
-    queue.checkpoint()  # both remembered checkpoints point at the last segment
+    queue.confirm(queue.checkpoint())  # both remembered checkpoints: the last segment
     assert len(segment_files(directory)) == 1
+
+
+def test_a_snapshot_being_written_protects_its_segments_until_it_fails(tmp_path: Path) -> None:
+    """While a snapshot is being written, the segments its cursor points into are kept, even
+    once drained; if that snapshot fails, they stop counting, and a confirmed one decides."""
+    directory = tmp_path / "q"
+    queue = SpillQueue.fresh(directory, segment_bytes=SMALL)
+    fill(queue, range(50))
+    pending = queue.checkpoint()  # a snapshot child starts writing
+    drain(queue)
+    assert len(segment_files(directory)) > 5  # kept for the pending snapshot
+    queue.abandon(pending)  # the child failed
+    queue.confirm(queue.checkpoint())
+    assert len(segment_files(directory)) == 1
+
+
+def test_segments_rotated_before_the_first_checkpoint_are_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first checkpoint's cursor covers every segment written so far, so it fsyncs
+    them all, not only the one being written."""
+    directory = tmp_path / "q"
+    queue = SpillQueue.fresh(directory, segment_bytes=SMALL)
+    fill(queue, range(50))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    queue.checkpoint()
+    segments = len(segment_files(directory))
+    assert segments > 5
+    assert len(synced) >= segments  # every segment (plus the directory)
 
 
 def test_fresh_discards_what_an_earlier_run_left(tmp_path: Path) -> None:
