@@ -15,6 +15,7 @@ from typing import Any
 from journeyd.cli.common import add_config_option, load_or_report
 from journeyd.config import Config
 from journeyd.errors import Problem
+from journeyd.settings import FunctionDestination
 
 ENV_FIELDS = ("api_key_env", "site_id_env", "secret_env")
 
@@ -54,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
 def environment_problems(config: Config, environ: Any, label: str) -> list[Problem]:
     problems = []
     for name, destination in config.settings.destinations.items():
+        if isinstance(destination, FunctionDestination):
+            from journeyd.delivery.adapters.function import load_function  # noqa: PLC0415
+            from journeyd.delivery.retry import DestinationConfigError  # noqa: PLC0415
+
+            try:
+                load_function(name, destination.function)
+            except DestinationConfigError as exc:
+                problems.append(Problem(label, f"destinations.{name}.function", str(exc)))
         for field in ENV_FIELDS:
             variable = getattr(destination, field, None)
             if variable and not environ.get(variable, "").strip():

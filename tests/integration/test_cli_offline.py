@@ -356,3 +356,25 @@ def test_check_reports_destination_key_variables_that_are_not_set(tmp_path: Path
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_check_reports_a_destination_function_that_does_not_import(tmp_path: Path) -> None:
+    """`check` imports each destination function and names the exact reason it fails."""
+    import subprocess
+    import sys
+
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "journeyd.toml").write_text(
+        '[destinations.crm]\ntype = "function"\nfunction = "no_such_module_jd:send"\n'
+        '[destinations.ok]\ntype = "function"\nfunction = "json:dumps"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "journeyd", "check", "-c", str(tmp_path / "journeyd.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "destinations.crm.function" in done.stderr
+    assert "cannot import module 'no_such_module_jd'" in done.stderr
+    assert "destinations.ok" not in done.stderr

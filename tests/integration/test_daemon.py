@@ -301,9 +301,10 @@ def rss_mb(pid: int) -> float:
 
 
 def test_a_dead_destination_does_not_stall_socket_ingest(workdir: Path) -> None:
-    """With the destination holding its first request forever, a flood over the socket is
-    still acknowledged in full: deliveries beyond the destination's memory queue wait on
-    disk, RSS stays bounded, and once released every acked event is delivered."""
+    """With one destination holding its first request forever, a flood over the socket is
+    still acknowledged in full and another destination keeps delivering: deliveries beyond
+    the dead one's memory queue wait on disk, RSS stays bounded, and once released every
+    acked event reaches it, each with the messageId it was decided with."""
     from held_webhook import HeldWebhook
 
     hook = HeldWebhook()
@@ -312,13 +313,19 @@ def test_a_dead_destination_does_not_stall_socket_ingest(workdir: Path) -> None:
         "entry": {"event": "Flood", "rule": "once"},
         "steps": [{"id": "out", "type": "send", "destination": "hook", "event_name": "Flooded"}],
     }
+    healthy = {
+        "id": "healthy",
+        "entry": {"event": "Flood", "rule": "once"},
+        "steps": [{"id": "out", "type": "send", "destination": "outbox", "event_name": "Copied"}],
+    }
     daemon = start_daemon(
         workdir,
-        journeys=[flood],
+        journeys=[flood, healthy],
         settings={
             "delivery": {"timeout": "60s"},
             "destinations": {
-                "hook": {"type": "webhook", "url": hook.url, "concurrency": 1, "queue": 20}
+                "hook": {"type": "webhook", "url": hook.url, "concurrency": 1, "queue": 20},
+                "outbox": {"type": "file", "path": "deliveries.jsonl"},
             },
         },
     )
@@ -330,6 +337,8 @@ def test_a_dead_destination_does_not_stall_socket_ingest(workdir: Path) -> None:
         )
         assert len(acks) == total
         assert all(a["ok"] for a in acks)
+        copied = daemon.wait_for_deliveries(total, timeout=120)  # the healthy destination
+        assert {d["userId"] for d in copied} == {f"f-{i}" for i in range(total)}
         assert len(hook.bodies) == 1  # still held: everything else was acked regardless
         assert any((workdir / "state" / "spill").rglob("*")), "nothing waited on disk"
         assert rss_mb(daemon.proc.pid) < 200
@@ -338,6 +347,8 @@ def test_a_dead_destination_does_not_stall_socket_ingest(workdir: Path) -> None:
         while len(hook.users()) < total and time.monotonic() < deadline:
             time.sleep(0.1)
         assert hook.users() == {f"f-{i}" for i in range(total)}
+        assert len(hook.bodies) == total  # each once: nothing was retried or resent
+        assert len({json.loads(body)["messageId"] for body in hook.bodies}) == total
     finally:
         hook.close()
         daemon.kill()
