@@ -27,9 +27,12 @@ class Config:
         return self.path.parent
 
     def resolve(self, path: str) -> Path:
-        """Relative paths in the config are relative to the config file, never the cwd."""
+        """Relative paths in the config are relative to the config file, never the cwd;
+        the result is absolute, so it means the same after a chdir and in a file: URI."""
         candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.base_dir / candidate
+        if candidate.is_absolute():
+            return candidate
+        return (self.base_dir / candidate).absolute()
 
 
 def load(path: str | Path) -> Config:

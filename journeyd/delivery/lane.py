@@ -142,7 +142,13 @@ class Binding:
 
     def describe(self) -> LastRequest | None:
         describe = getattr(self.target, "describe", None)
-        return describe() if callable(describe) else None
+        if not callable(describe):
+            return None
+        try:
+            return describe()  # type: ignore[no-any-return]
+        except Exception:  # a summary for logs and dead letters is never worth a lane
+            log.exception("delivery.describe_failed", destination=self.name)
+            return None
 
     async def aclose(self) -> None:
         try:

@@ -391,3 +391,45 @@ def test_socket_backpressure_when_the_client_does_not_read_acks(workdir: Path) -
     finally:
         sock.close()
         daemon.kill()
+
+
+def test_a_relative_config_path_delivers_and_keeps_running(workdir: Path) -> None:
+    """`journeyd run -c journeyd.toml` from the config's directory (as `make run` does):
+    relative paths resolve against the config, file deliveries are written, and the daemon
+    keeps serving after each (a relative path once crashed the file destination)."""
+    config = write_config(
+        workdir,
+        [
+            {
+                "id": "now",
+                "entry": {"event": "Signed Up", "rule": "once"},
+                "steps": [
+                    {"id": "out", "type": "send", "destination": "outbox", "event_name": "Hi"}
+                ],
+            }
+        ],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "journeyd", "run", "-c", config.name, "--log-format", "json"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    handle = DaemonProcess(
+        proc=proc,
+        dir=workdir,
+        socket_path=workdir / "run" / "journeyd.sock",
+        http_url=None,
+        deliveries=workdir / "deliveries.jsonl",
+    )
+    try:
+        handle.wait_for_log("daemon.ready", timeout=20)
+        for n in range(3):
+            assert handle.send_events([{"type": "track", "userId": f"r{n}", "event": "Signed Up"}])[
+                0
+            ]["ok"]
+            assert len(handle.wait_for_deliveries(n + 1)) == n + 1
+        assert proc.poll() is None
+        assert handle.stop() == 0
+    finally:
+        handle.kill()

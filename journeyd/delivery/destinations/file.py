@@ -76,7 +76,7 @@ class FileSender:
         self._writer_changed = trio.Event()
 
     def describe(self) -> LastRequest:
-        return LastRequest(method="APPEND", url=self.path.as_uri())
+        return LastRequest(method="APPEND", url=self.path.absolute().as_uri())
 
     @property
     def limits(self) -> BatchLimits:
