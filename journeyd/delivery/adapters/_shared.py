@@ -9,7 +9,14 @@ from typing import Any
 import msgspec
 
 from journeyd import __version__
-from journeyd.delivery.adapter import Delivered, Outcome, Reject, Retry
+from journeyd.delivery.adapter import (
+    BatchLimits,
+    Delivered,
+    Outcome,
+    PreparedRequest,
+    Reject,
+    Retry,
+)
 from journeyd.delivery.retry import (
     DestinationConfigError,
     Verdict,
@@ -157,3 +164,23 @@ def pack(
 
 def all_delivered(count: int) -> list[Outcome]:
     return [Delivered()] * count
+
+
+class PlannedAdapter:
+    """What every batching HTTP adapter answers the same way: `requests` and `rejected`
+    are the two halves of one plan of the batch, and `limits` is what it was built with."""
+
+    _limits: BatchLimits
+
+    @property
+    def limits(self) -> BatchLimits:
+        return self._limits
+
+    def rejected(self, batch: Sequence[Delivery]) -> Mapping[int, Reject]:
+        return self._plan(batch)[1]
+
+    def requests(self, batch: Sequence[Delivery]) -> list[PreparedRequest]:
+        return self._plan(batch)[0]
+
+    def _plan(self, batch: Sequence[Delivery]) -> tuple[list[PreparedRequest], dict[int, Reject]]:
+        raise NotImplementedError

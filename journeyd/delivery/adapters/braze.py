@@ -40,6 +40,7 @@ from journeyd.delivery.adapters._shared import (
     ENCODER,
     USER_AGENT,
     Clock,
+    PlannedAdapter,
     all_delivered,
     base_url,
     decode_json,
@@ -93,7 +94,7 @@ class _Mapped:
 _CACHE_ENTRIES = 4096  # a few batches' worth
 
 
-class BrazeAdapter:
+class BrazeAdapter(PlannedAdapter):
     def __init__(
         self,
         name: str,
@@ -117,10 +118,6 @@ class BrazeAdapter:
             "user-agent": USER_AGENT,
         }
 
-    @property
-    def limits(self) -> BatchLimits:
-        return self._limits
-
     def size_of(self, delivery: Delivery) -> int:
         mapped = self._mapped(delivery)
         if isinstance(mapped, Reject):
@@ -129,12 +126,6 @@ class BrazeAdapter:
         if mapped.attributes is not None:
             size += len(ENCODER.encode(mapped.attributes)) + 1
         return size
-
-    def rejected(self, batch: Sequence[Delivery]) -> Mapping[int, Reject]:
-        return self._plan(batch)[1]
-
-    def requests(self, batch: Sequence[Delivery]) -> list[PreparedRequest]:
-        return self._plan(batch)[0]
 
     def outcomes(
         self,

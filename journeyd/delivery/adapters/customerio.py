@@ -36,6 +36,7 @@ from journeyd.delivery.adapters._shared import (
     ENCODER,
     USER_AGENT,
     Clock,
+    PlannedAdapter,
     all_delivered,
     base_url,
     decode_json,
@@ -74,7 +75,7 @@ def identifiers(user_id: str) -> dict[str, str]:
     return {"id": user_id}
 
 
-class CustomerioAdapter:
+class CustomerioAdapter(PlannedAdapter):
     def __init__(
         self,
         name: str,
@@ -100,19 +101,9 @@ class CustomerioAdapter:
             "user-agent": USER_AGENT,
         }
 
-    @property
-    def limits(self) -> BatchLimits:
-        return self._limits
-
     def size_of(self, delivery: Delivery) -> int:
         mapped = self._map(delivery)
         return 0 if isinstance(mapped, Reject) else len(mapped[1]) + 1
-
-    def rejected(self, batch: Sequence[Delivery]) -> Mapping[int, Reject]:
-        return self._plan(batch)[1]
-
-    def requests(self, batch: Sequence[Delivery]) -> list[PreparedRequest]:
-        return self._plan(batch)[0]
 
     def outcomes(
         self,

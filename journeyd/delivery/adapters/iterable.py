@@ -38,6 +38,7 @@ from journeyd.delivery.adapters._shared import (
     ENCODER,
     USER_AGENT,
     Clock,
+    PlannedAdapter,
     all_delivered,
     base_url,
     decode_json,
@@ -93,7 +94,7 @@ def convert_dates(value: Any) -> Any:
     return value
 
 
-class IterableAdapter:
+class IterableAdapter(PlannedAdapter):
     def __init__(
         self,
         name: str,
@@ -117,19 +118,9 @@ class IterableAdapter:
             "user-agent": USER_AGENT,
         }
 
-    @property
-    def limits(self) -> BatchLimits:
-        return self._limits
-
     def size_of(self, delivery: Delivery) -> int:
         mapped = self._map(delivery)
         return 0 if isinstance(mapped, Reject) else len(mapped) + 1
-
-    def rejected(self, batch: Sequence[Delivery]) -> Mapping[int, Reject]:
-        return self._plan(batch)[1]
-
-    def requests(self, batch: Sequence[Delivery]) -> list[PreparedRequest]:
-        return self._plan(batch)[0]
 
     def outcomes(
         self,
