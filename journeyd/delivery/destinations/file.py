@@ -3,12 +3,6 @@
 Driven by a delivery lane it is a `Runner`: `run(batch)` writes the batch's lines with one
 `write` + `flush` (in a thread), so the lane's batching is the group commit; with the
 default concurrency of 1 whatever queues during one write goes out in the next.
-
-For the older one-at-a-time `deliver` API:
-Writes are group-committed: whichever worker finds no write in progress becomes the writer and
-writes everything queued so far in one `write` + `flush` (in a thread, so a slow disk does not
-stall the event loop); the others wait for the batch holding their line. A send therefore
-returns only once its line is flushed, and N concurrent sends cost far fewer than N flushes.
 """
 
 from __future__ import annotations
@@ -21,20 +15,10 @@ import msgspec
 import trio
 
 from journeyd.delivery.adapter import BatchLimits, Delivered, Outcome, Retry
-from journeyd.delivery.retry import DestinationConfigError, LastRequest, Retryable
+from journeyd.delivery.retry import DestinationConfigError, LastRequest
 from journeyd.durations import parse_duration
 from journeyd.engine import Delivery
 from journeyd.settings import FileDestination
-
-
-class _Batch:
-    __slots__ = ("done", "error", "lines")
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-        self.done = trio.Event()
-        self.error: OSError | None = None
-
 
 MAX_ITEMS = 1000
 MAX_BYTES = 4 << 20
@@ -71,9 +55,6 @@ class FileSender:
         self.lines_written = 0
         self._handle: BinaryIO | None = None
         self._encoder = msgspec.json.Encoder()
-        self._current = _Batch()
-        self._writing = False
-        self._writer_changed = trio.Event()
 
     def describe(self) -> LastRequest:
         return LastRequest(method="APPEND", url=self.path.absolute().as_uri())
@@ -103,41 +84,6 @@ class FileSender:
         if self._handle is not None:
             handle, self._handle = self._handle, None
             await trio.to_thread.run_sync(handle.close)
-
-    async def deliver(self, delivery: Delivery) -> None:
-        batch = self._current
-        batch.lines.append(self._encoder.encode(delivery.payload) + b"\n")
-        while not batch.done.is_set():
-            if self._writing:
-                await self._writer_changed.wait()
-            else:
-                await self._write_pending()
-        if batch.error is not None:
-            raise Retryable(
-                f"write failed: {batch.error.strerror or batch.error}", request=self.describe()
-            )
-
-    async def _write_pending(self) -> None:
-        # Whoever leaves (done or cancelled) wakes the waiters so one of them takes over.
-        self._writing = True
-        try:
-            while self._current.lines:
-                batch, self._current = self._current, _Batch()
-                try:
-                    await trio.to_thread.run_sync(self._write_batch, batch.lines)
-                except OSError as exc:
-                    batch.error = exc
-                except BaseException:
-                    # Cancelled before the thread started (or a bug): the batch's senders
-                    # must not wait forever for a write nobody will do; they retry instead.
-                    batch.error = OSError("write interrupted")
-                    raise
-                finally:
-                    batch.done.set()
-        finally:
-            self._writing = False
-            self._writer_changed.set()
-            self._writer_changed = trio.Event()
 
     def _write_batch(self, lines: list[bytes]) -> None:
         if self._handle is None:

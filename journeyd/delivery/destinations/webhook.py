@@ -1,4 +1,4 @@
-"""The `webhook` destination: POST the delivery payload as JSON, signed per Standard Webhooks.
+"""Standard Webhooks signing, and URLs made safe to log (the `webhook` adapter uses both).
 
 The secret is read from the environment once, when the destination is built, so a missing or
 malformed secret stops startup (or a reload) instead of failing every send; it is kept only
@@ -11,23 +11,13 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import httpx
-import msgspec
 
-from journeyd import __version__
 from journeyd.delivery.retry import (
     DestinationConfigError,
-    LastRequest,
-    Permanent,
-    Retryable,
-    Verdict,
-    classify_status,
-    parse_retry_after,
 )
-from journeyd.engine import Delivery
-from journeyd.settings import WebhookDestination
 
 SECRET_PREFIX = "whsec_"
 _ERROR_BODY_CHARS = 200
@@ -72,85 +62,3 @@ def public_url(url: str) -> str:
         return str(httpx.URL(url).copy_with(username=None, password=None))
     except (httpx.InvalidURL, TypeError, ValueError):
         return "<invalid url>"
-
-
-class WebhookSender:
-    def __init__(
-        self,
-        name: str,
-        config: WebhookDestination,
-        *,
-        environ: Mapping[str, str],
-        clock: Callable[[], float],
-        timeout_s: float,
-        max_connections: int,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self.config = config
-        self._key = load_secret(name, config.secret_env, environ) if config.secret_env else None
-        self._clock = clock
-        self._timeout_s = timeout_s
-        self._max_connections = max_connections
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._encoder = msgspec.json.Encoder()
-        self._public_url = public_url(config.url)
-        self._headers = {
-            "content-type": "application/json",
-            "user-agent": f"journeyd/{__version__}",
-            **{key.lower(): value for key, value in config.headers.items()},
-        }
-
-    def describe(self) -> LastRequest:
-        return LastRequest(method="POST", url=self._public_url)
-
-    def open(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._timeout_s),
-            limits=httpx.Limits(
-                max_connections=self._max_connections,
-                max_keepalive_connections=self._max_connections,
-            ),
-            follow_redirects=False,
-            transport=self._transport,
-        )
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-
-    async def deliver(self, delivery: Delivery) -> None:
-        if self._client is None:
-            raise Permanent(f"destination {self.name} is not open", request=self.describe())
-        body = self._encoder.encode(delivery.payload)
-        headers = dict(self._headers)
-        headers["webhook-id"] = delivery.message_id
-        timestamp = int(self._clock())
-        headers["webhook-timestamp"] = str(timestamp)
-        if self._key is not None:
-            headers["webhook-signature"] = sign(self._key, delivery.message_id, timestamp, body)
-        try:
-            response = await self._client.post(self.config.url, content=body, headers=headers)
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise Permanent(f"bad url: {exc}", request=self.describe()) from exc
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"timeout: {type(exc).__name__}", request=self.describe()) from exc
-        except httpx.TransportError as exc:
-            detail = str(exc) or "connection failed"
-            raise Retryable(
-                f"transport error: {type(exc).__name__}: {detail}", request=self.describe()
-            ) from exc
-        request = LastRequest(method="POST", url=self._public_url, status=response.status_code)
-        verdict = classify_status(response.status_code)
-        if verdict is Verdict.DELIVERED:
-            return
-        snippet = response.text[:_ERROR_BODY_CHARS].strip()
-        message = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
-        if verdict is Verdict.RETRY:
-            retry_after = parse_retry_after(
-                response.headers.get("retry-after"), now_wall=self._clock()
-            )
-            raise Retryable(message, request=request, retry_after_s=retry_after)
-        raise Permanent(message, request=request)
